@@ -1,0 +1,142 @@
+"""The ``facekeys`` command line. Heavy libraries are imported inside the commands, so that
+``--help`` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from facekeys.errors import FacekeysError
+
+EXIT_USER_ERROR = 1
+
+DESCRIPTION = """\
+facekeys: learn and serve facial keypoints.
+
+The pipeline itself runs through DVC (`dvc repro`, settings in params.yaml); these commands are
+the same steps for ad-hoc use on any files.
+"""
+
+
+def _add_fetch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fetch",
+        help="bring a data set into a fixed folder layout",
+        description=(
+            "Copy, extract or download one data set into OUT in its fixed layout and write "
+            "OUT/manifest.json with the sha256 of every CSV. The source may be a local folder, "
+            "a local .zip, or an http(s) URL of a .zip (downloaded with a progress bar into a "
+            "temporary file, then moved into place). OUT is replaced atomically: a failed fetch "
+            "leaves the previous OUT (or nothing) behind, never half a data set."
+        ),
+    )
+    p.add_argument("dataset", choices=["youtube-faces-68", "kaggle-15"], help="data set id")
+    p.add_argument("--source", required=True, help="folder, .zip file, or http(s) URL of a .zip")
+    p.add_argument("--out", required=True, help="output folder, e.g. data/raw/youtube-faces-68")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds without network progress (60)"
+    )
+    p.set_defaults(run=_run_fetch)
+
+
+def _run_fetch(args: argparse.Namespace) -> int:
+    from facekeys.fetch import FetchSettings, fetch_dataset
+
+    manifest = fetch_dataset(
+        args.dataset, args.source, args.out, FetchSettings(timeout_s=args.timeout)
+    )
+    print(f"{args.out}: {args.dataset} fetched from {manifest['source']}", file=sys.stderr)
+    return 0
+
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="validate a keypoint CSV; quarantine bad rows",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Validate one keypoint CSV with Great Expectations and write to OUT:
+  valid.csv       rows that pass, values as in the input
+  quarantine.csv  rows that fail: the original row plus extra_fields, row and reasons
+  flagged.csv     rows kept with a warning (e.g. a point a few pixels outside the image)
+  report.json     rows_total = rows_valid + rows_quarantined, counts per reason and flag
+  data_docs/      Great Expectations Data Docs: open data_docs/index.html in a browser
+
+Exit status: 0 = usable, 1 = unusable (unreadable, empty, wrong schema, binary, or more than
+--max-quarantine-fraction of the rows quarantined). Rows are numbered from 1, header excluded.""",
+    )
+    p.add_argument("--format", required=True, choices=["youtube68", "kaggle15"], dest="fmt")
+    p.add_argument("--csv", required=True, help="the keypoint CSV file")
+    p.add_argument("--images", help="image folder (youtube68: required; names are relative to it)")
+    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    p.add_argument(
+        "--params",
+        default=None,
+        help="params.yaml whose `validate` section sets the thresholds (default: built-in)",
+    )
+    p.add_argument("--max-quarantine-fraction", type=float, default=None)
+    p.add_argument("--no-data-docs", action="store_true", help="skip the Data Docs HTML")
+    p.set_defaults(run=_run_validate)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from facekeys.params import load_params
+    from facekeys.schemes import FORMATS
+    from facekeys.validate import ValidationSettings, validate_csv
+
+    settings = ValidationSettings()
+    if args.params:
+        settings = ValidationSettings.from_params(load_params(args.params).get("validate", {}))
+    if args.max_quarantine_fraction is not None:
+        settings = dataclasses.replace(
+            settings, max_quarantine_fraction=args.max_quarantine_fraction
+        )
+    if args.no_data_docs:
+        settings = dataclasses.replace(settings, data_docs=False)
+    validate_csv(
+        FORMATS[args.fmt],
+        args.csv,
+        args.out,
+        images_dir=args.images,
+        settings=settings,
+        log=lambda line: print(line, file=sys.stderr),
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Builds the ``facekeys`` argument parser with one subcommand per step."""
+    parser = argparse.ArgumentParser(
+        prog="facekeys",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from facekeys import __version__
+
+    parser.add_argument("--version", action="version", version=f"facekeys {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_fetch(sub)
+    _add_validate(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: runs one subcommand; user errors print one line and exit 1."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = f"facekeys {args.run.__name__.removeprefix('_run_')}"
+    try:
+        return args.run(args)
+    except FacekeysError as exc:
+        print(f"{command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The data sets the pipeline knows: their fixed layout on disk and their CSV format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Split:
+    """One CSV of a data set and the folder its image names are relative to (if any)."""
+
+    csv: str
+    images: str | None
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """Where a data set's files lie once fetched, and how to read them.
+
+    Attributes:
+        format: CSV format id (see ``facekeys.schemes.FORMATS``).
+        splits: Split name -> CSV and image folder, relative to the data set folder.
+        csv_zips: CSVs a source may ship zipped, as (csv, zip) pairs (Kaggle's ``training.zip``).
+    """
+
+    format: str
+    splits: dict[str, Split]
+    csv_zips: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def csvs(self) -> tuple[str, ...]:
+        return tuple(s.csv for s in self.splits.values())
+
+    @property
+    def image_dirs(self) -> tuple[str, ...]:
+        return tuple(s.images for s in self.splits.values() if s.images)
+
+
+DATASETS: dict[str, DatasetLayout] = {
+    "youtube-faces-68": DatasetLayout(
+        format="youtube68",
+        splits={
+            "training": Split("training_frames_keypoints.csv", "training"),
+            "test": Split("test_frames_keypoints.csv", "test"),
+        },
+    ),
+    "kaggle-15": DatasetLayout(
+        format="kaggle15",
+        splits={"training": Split("training.csv", None), "test": Split("test.csv", None)},
+        csv_zips=(("training.csv", "training.zip"), ("test.csv", "test.zip")),
+    ),
+}

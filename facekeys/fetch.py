@@ -1,0 +1,331 @@
+"""Fetching a data set into ``data/raw/<dataset>/`` in a fixed layout.
+
+A source is a local folder, a local zip, or an http(s) URL of a zip. Downloads stream into a
+temporary file with a progress bar; extraction refuses unsafe member names and caps the bytes it
+writes; the output folder is replaced atomically, so a broken fetch leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import sys
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from facekeys.atomic import atomic_dir, sha256_file, write_json
+from facekeys.datasets import DATASETS, DatasetLayout
+from facekeys.errors import FacekeysError
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """Limits of a fetch (the ``fetch`` section of params.yaml).
+
+    Attributes:
+        timeout_s: Seconds a download may go without receiving data.
+        max_download_bytes: Largest download accepted.
+        max_extract_bytes: Most bytes written when extracting zips (zip-bomb guard).
+    """
+
+    timeout_s: float = 60.0
+    max_download_bytes: int = 10_000_000_000
+    max_extract_bytes: int = 20_000_000_000
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> FetchSettings:
+        """Builds settings from the ``fetch`` params section (``sources`` is read elsewhere)."""
+        return cls(**{k: v for k, v in params.items() if k in cls.__dataclass_fields__})
+
+
+def source_env_var(dataset: str) -> str:
+    """Name of the environment variable that overrides a data set's source."""
+    return "FACEKEYS_SOURCE_" + dataset.upper().replace("-", "_")
+
+
+def resolve_source(dataset: str, configured: str) -> tuple[str, str]:
+    """Returns the source to use and where it came from (the environment or params)."""
+    env = source_env_var(dataset)
+    if os.environ.get(env):
+        return os.environ[env], f"env:{env}"
+    return configured, "params"
+
+
+def fetch_dataset(
+    dataset: str,
+    source: str,
+    out: str | os.PathLike[str],
+    settings: FetchSettings | None = None,
+    source_origin: str = "argument",
+) -> dict[str, Any]:
+    """Brings ``dataset`` from ``source`` into ``out`` and writes ``out/manifest.json``.
+
+    Args:
+        dataset: A key of ``DATASETS``.
+        source: Local folder, local zip, or http(s) URL of a zip.
+        out: Output folder; replaced as a whole on success, untouched on failure.
+        settings: Download and extraction limits.
+        source_origin: Where ``source`` was configured (recorded in the manifest).
+
+    Returns:
+        The manifest: data set, source, and sha256 and size of every CSV, image counts.
+
+    Raises:
+        FacekeysError: unknown data set, missing source, failed download, unsafe or incomplete
+            archive.
+    """
+    settings = settings or FetchSettings()
+    if dataset not in DATASETS:
+        raise FacekeysError(f"unknown data set {dataset!r}; known: {', '.join(DATASETS)}")
+    layout = DATASETS[dataset]
+    out = Path(out)
+    with atomic_dir(out) as staging:
+        if source.startswith(("http://", "https://")):
+            download = staging / ".download.zip"
+            _download(source, download, settings)
+            _from_zip(download, layout, staging, settings, label=source)
+            download.unlink()
+        else:
+            path = Path(source.removeprefix("file://")).expanduser()
+            if path.is_dir():
+                _from_folder(path, layout, staging, settings)
+            elif path.is_file():
+                if not zipfile.is_zipfile(path):
+                    raise FacekeysError(f"{path}: source is neither a folder nor a zip file")
+                _from_zip(path, layout, staging, settings, label=str(path))
+            else:
+                raise FacekeysError(
+                    f"{path}: source does not exist (set {source_env_var(dataset)} to a local "
+                    "folder, zip or URL)"
+                )
+        manifest = {
+            "dataset": dataset,
+            "source": source,
+            "source_origin": source_origin,
+            "csvs": {
+                name: {
+                    "sha256": sha256_file(staging / name),
+                    "bytes": (staging / name).stat().st_size,
+                }
+                for name in layout.csvs
+            },
+            "image_dirs": {
+                name: {"files": sum(1 for p in (staging / name).rglob("*") if not p.is_dir())}
+                for name in layout.image_dirs
+            },
+        }
+        write_json(staging / "manifest.json", manifest)
+    return manifest
+
+
+def _download(url: str, dest: Path, settings: FetchSettings) -> None:
+    from tqdm import tqdm
+
+    request = urllib.request.Request(url, headers={"User-Agent": "facekeys-fetch"})
+    try:
+        response = urllib.request.urlopen(request, timeout=settings.timeout_s)
+    except urllib.error.HTTPError as exc:
+        hint = (
+            " (the source needs credentials: download it yourself and point the "
+            "FACEKEYS_SOURCE_<DATASET> variable at the file)"
+            if exc.code in (401, 403)
+            else ""
+        )
+        raise FacekeysError(
+            f"{url}: download refused: HTTP {exc.code} {exc.reason}{hint}"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise FacekeysError(f"{url}: download failed: {reason}") from None
+    with response:
+        total = response.headers.get("Content-Length")
+        total = int(total) if total and total.isdigit() else None
+        if total is not None and total > settings.max_download_bytes:
+            raise FacekeysError(
+                f"{url}: download is {total} bytes > max_download_bytes "
+                f"{settings.max_download_bytes}"
+            )
+        received = 0
+        with (
+            open(dest, "wb") as handle,
+            tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                desc=f"download {Path(url).name or url}",
+                disable=None,
+                file=sys.stderr,
+            ) as bar,
+        ):
+            while True:
+                try:
+                    chunk = response.read(1 << 20)
+                except (OSError, urllib.error.URLError) as exc:
+                    raise FacekeysError(
+                        f"{url}: download broke off after {received} bytes: {exc}"
+                    ) from None
+                if not chunk:
+                    break
+                received += len(chunk)
+                if received > settings.max_download_bytes:
+                    raise FacekeysError(
+                        f"{url}: download exceeds max_download_bytes {settings.max_download_bytes}"
+                    )
+                handle.write(chunk)
+                bar.update(len(chunk))
+    if total is not None and received != total:
+        raise FacekeysError(f"{url}: download broke off: got {received} of {total} bytes")
+    if not zipfile.is_zipfile(dest):
+        raise FacekeysError(f"{url}: downloaded file is not a zip archive")
+
+
+def _locate(entries: set[str], layout: DatasetLayout) -> str | None:
+    """Finds the folder prefix ('' or 'a/b/') under which the whole layout is present."""
+    prefixes = {""}
+    for entry in entries:
+        parts = PurePosixPath(entry).parts
+        prefixes.update("".join(p + "/" for p in parts[:k]) for k in range(1, len(parts)))
+    zips = dict(layout.csv_zips)
+    for prefix in sorted(prefixes, key=lambda p: (p.count("/"), p)):
+        csvs_ok = all(
+            prefix + csv in entries or (csv in zips and prefix + zips[csv] in entries)
+            for csv in layout.csvs
+        )
+        dirs_ok = all(prefix + d + "/" in entries for d in layout.image_dirs)
+        if csvs_ok and dirs_ok:
+            return prefix
+    return None
+
+
+def _expected(layout: DatasetLayout) -> str:
+    zips = dict(layout.csv_zips)
+    parts = [f"{c} (or {zips[c]})" if c in zips else c for c in layout.csvs]
+    parts += [d + "/" for d in layout.image_dirs]
+    return ", ".join(parts)
+
+
+def _from_folder(
+    source: Path, layout: DatasetLayout, staging: Path, settings: FetchSettings
+) -> None:
+    entries: set[str] = set()
+    for root, dirs, files in os.walk(source):
+        rel = Path(root).relative_to(source)
+        if len(rel.parts) > 3:
+            dirs.clear()
+            continue
+        prefix = "" if rel == Path(".") else rel.as_posix() + "/"
+        entries.update(prefix + d + "/" for d in dirs)
+        entries.update(prefix + f for f in files)
+    prefix = _locate(entries, layout)
+    if prefix is None:
+        raise FacekeysError(f"{source}: does not hold the expected layout: {_expected(layout)}")
+    base = source / prefix
+    zips = dict(layout.csv_zips)
+    for csv in layout.csvs:
+        if (base / csv).is_file():
+            shutil.copyfile(base / csv, staging / csv)
+        else:
+            _csv_from_inner_zip(base / zips[csv], csv, staging, settings)
+    for d in layout.image_dirs:
+        # Symlinks are copied as links: validation refuses those that point outside the folder.
+        shutil.copytree(base / d, staging / d, symlinks=True)
+
+
+def _from_zip(
+    archive: Path, layout: DatasetLayout, staging: Path, settings: FetchSettings, label: str
+) -> None:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FacekeysError(f"{label}: not a readable zip archive ({exc})") from None
+    with zf:
+        members = {info.filename: info for info in zf.infolist()}
+        entries = set(members)
+        for name in members:  # folders are often implicit in zips
+            parts = PurePosixPath(name).parts
+            entries.update("".join(p + "/" for p in parts[: k + 1]) for k in range(len(parts) - 1))
+        prefix = _locate(entries, layout)
+        if prefix is None:
+            raise FacekeysError(
+                f"{label}: archive does not hold the expected layout: {_expected(layout)}"
+            )
+        wanted = [prefix + c for c in layout.csvs]
+        wanted += [prefix + z for _, z in layout.csv_zips]
+        budget = _Budget(settings.max_extract_bytes, label)
+        for name, info in members.items():
+            rel = name[len(prefix) :]
+            top = rel.split("/", 1)[0]
+            in_dirs = name.startswith(prefix) and top in layout.image_dirs and "/" in rel
+            if not (name in wanted or in_dirs) or info.is_dir():
+                continue
+            _check_member(info, label)
+            _extract_member(zf, info, staging / rel, budget)
+    zips = dict(layout.csv_zips)
+    for csv in layout.csvs:
+        if not (staging / csv).is_file():
+            _csv_from_inner_zip(staging / zips[csv], csv, staging, settings)
+        if csv in zips and (staging / zips[csv]).exists():
+            (staging / zips[csv]).unlink()
+
+
+def _csv_from_inner_zip(inner: Path, csv: str, staging: Path, settings: FetchSettings) -> None:
+    try:
+        zf = zipfile.ZipFile(inner)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FacekeysError(f"{inner}: not a readable zip archive ({exc})") from None
+    with zf:
+        matches = [i for i in zf.infolist() if PurePosixPath(i.filename).name == csv]
+        if len(matches) != 1:
+            raise FacekeysError(f"{inner}: expected exactly one {csv} inside, found {len(matches)}")
+        _check_member(matches[0], str(inner))
+        _extract_member(
+            zf, matches[0], staging / csv, _Budget(settings.max_extract_bytes, str(inner))
+        )
+
+
+class _Budget:
+    def __init__(self, limit: int, label: str) -> None:
+        self.left = limit
+        self.limit = limit
+        self.label = label
+
+    def spend(self, amount: int) -> None:
+        self.left -= amount
+        if self.left < 0:
+            raise FacekeysError(
+                f"{self.label}: extracting exceeds max_extract_bytes {self.limit} (zip bomb?)"
+            )
+
+
+def _check_member(info: zipfile.ZipInfo, label: str) -> None:
+    name = info.filename
+    parts = PurePosixPath(name).parts
+    if name.startswith(("/", "\\")) or ".." in parts or "\\" in name or ":" in parts[0]:
+        raise FacekeysError(f"{label}: unsafe path in archive: {name!r}")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise FacekeysError(f"{label}: archive member {name!r} is a symbolic link")
+
+
+def _extract_member(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, budget: _Budget
+) -> None:
+    # Stream and count real bytes: a zip's declared sizes can lie.
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with zf.open(info) as src, open(dest, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                budget.spend(len(chunk))
+                dst.write(chunk)
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        EOFError,
+        NotImplementedError,
+    ) as exc:
+        raise FacekeysError(f"{budget.label}: cannot extract {info.filename!r}: {exc}") from None

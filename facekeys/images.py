@@ -1,0 +1,175 @@
+"""Safe image access: paths that cannot leave their folder, size caps before decoding.
+
+Formats are recognised by content (magic bytes), never by file extension: the real data has PNG
+files named ``.jpg``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+# JPEG start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Caps applied before an image is decoded.
+
+    Attributes:
+        max_bytes: Largest file accepted.
+        max_side: Largest width or height accepted, as claimed by the file header.
+        max_pixels: Largest width x height accepted, as claimed by the file header.
+    """
+
+    max_bytes: int = 50_000_000
+    max_side: int = 8192
+    max_pixels: int = 40_000_000
+
+
+class ImageProblem(Exception):
+    """An image that cannot be used. ``code`` is a stable reason id, ``detail`` says more."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def resolve_inside(folder: str | os.PathLike[str], name: str) -> Path:
+    """Resolves ``name`` inside ``folder``, refusing every way out of it.
+
+    Args:
+        folder: The image folder.
+        name: A relative file name from a CSV row.
+
+    Returns:
+        The resolved path (symlinks followed), guaranteed to lie inside ``folder``.
+
+    Raises:
+        ImageProblem: ``image_name_empty``, ``image_path_unsafe`` (absolute, ``..``, backslash,
+            control characters) or ``image_path_escapes_folder`` (a symlink pointing outside).
+    """
+    if not name or not name.strip():
+        raise ImageProblem("image_name_empty", "the image name is blank")
+    if any(ord(ch) < 32 for ch in name) or "\\" in name:
+        raise ImageProblem("image_path_unsafe", f"{name!r} holds control characters or '\\'")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise ImageProblem("image_path_unsafe", f"{name!r} is an absolute path")
+    if ".." in Path(name).parts:
+        raise ImageProblem("image_path_unsafe", f"{name!r} climbs out with '..'")
+    root = Path(os.path.realpath(folder))
+    resolved = Path(os.path.realpath(root / name))
+    if resolved != root and root not in resolved.parents:
+        raise ImageProblem("image_path_escapes_folder", f"{name!r} resolves outside {folder}")
+    return resolved
+
+
+def header_size(data: bytes) -> tuple[str, int, int]:
+    """Reads format, width and height from a PNG or JPEG header without decoding pixels.
+
+    Raises:
+        ImageProblem: ``image_unsupported_format`` or ``image_corrupt`` (truncated header).
+    """
+    if data.startswith(PNG_MAGIC):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise ImageProblem("image_corrupt", "PNG header is truncated or has no IHDR chunk")
+        width, height = struct.unpack(">II", data[16:24])
+        return "png", width, height
+    if data.startswith(JPEG_MAGIC):
+        return ("jpeg", *_jpeg_size(data))
+    raise ImageProblem("image_unsupported_format", "content is neither PNG nor JPEG")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    pos = 2
+    end = len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            raise ImageProblem("image_corrupt", f"JPEG marker expected at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker in _JPEG_SOF:
+            if pos + 9 > end:
+                break
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return width, height
+        pos += 2 + length
+    raise ImageProblem("image_corrupt", "JPEG has no frame header")
+
+
+def read_image_bytes(path: str | os.PathLike[str], limits: ImageLimits) -> bytes:
+    """Reads an image file after checking it is a non-empty regular file within the byte cap."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        raise ImageProblem("image_missing", f"{path} does not exist") from None
+    except OSError as exc:
+        raise ImageProblem("image_unreadable", f"{path}: {exc.strerror}") from None
+    if not os.path.isfile(path):
+        raise ImageProblem("image_not_a_file", f"{path} is not a regular file")
+    if stat.st_size == 0:
+        raise ImageProblem("image_empty", f"{path} has zero bytes")
+    if stat.st_size > limits.max_bytes:
+        raise ImageProblem(
+            "image_too_large", f"{path} has {stat.st_size} bytes > cap {limits.max_bytes}"
+        )
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ImageProblem("image_unreadable", f"{path}: {exc.strerror}") from None
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
+    """Decodes PNG or JPEG bytes as stored (gray, RGB(A), 8 or 16 bit), after the size caps.
+
+    Returns:
+        The decoded array: ``HxW`` or ``HxWxC``, dtype uint8 or uint16, channels in BGR(A) order.
+
+    Raises:
+        ImageProblem: ``image_unsupported_format``, ``image_too_large`` (from the header, before
+            any pixel is decoded) or ``image_corrupt``.
+    """
+    import cv2
+
+    kind, width, height = header_size(data)
+    if width == 0 or height == 0:
+        raise ImageProblem("image_corrupt", f"{kind.upper()} header claims {width}x{height}")
+    if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
+        raise ImageProblem(
+            "image_too_large",
+            f"{kind.upper()} header claims {width}x{height} > cap "
+            f"{limits.max_side} px a side / {limits.max_pixels} px",
+        )
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ImageProblem("image_corrupt", f"{kind.upper()} data does not decode")
+    if image.shape[0] != height or image.shape[1] != width:
+        raise ImageProblem(
+            "image_corrupt",
+            f"decoded {image.shape[1]}x{image.shape[0]} but header claims {width}x{height}",
+        )
+    return image
+
+
+def load_image(
+    folder: str | os.PathLike[str], name: str, limits: ImageLimits | None = None
+) -> np.ndarray:
+    """Loads image ``name`` from ``folder`` with every safety check applied (see above)."""
+    limits = limits or ImageLimits()
+    path = resolve_inside(folder, name)
+    return decode_image(read_image_bytes(path, limits), limits)

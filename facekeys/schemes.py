@@ -1,0 +1,101 @@
+"""Keypoint schemes and the CSV formats that carry them.
+
+Two formats are supported:
+
+* ``youtube68``: ``name, x0, y0, ..., x67, y67`` (iBUG 68-point order), images in a folder.
+* ``kaggle15``: Kaggle "Facial Keypoints Detection": 30 named coordinate columns and an ``Image``
+  column of 96x96 gray values. Kaggle's "left"/"right" are the subject's, so the subject's left eye
+  lies on the image's right side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KAGGLE_POINTS: tuple[str, ...] = (
+    "left_eye_center",
+    "right_eye_center",
+    "left_eye_inner_corner",
+    "left_eye_outer_corner",
+    "right_eye_inner_corner",
+    "right_eye_outer_corner",
+    "left_eyebrow_inner_end",
+    "left_eyebrow_outer_end",
+    "right_eyebrow_inner_end",
+    "right_eyebrow_outer_end",
+    "nose_tip",
+    "mouth_left_corner",
+    "mouth_right_corner",
+    "mouth_center_top_lip",
+    "mouth_center_bottom_lip",
+)
+# Points present in every Kaggle row; the other 11 may be blank.
+KAGGLE_REQUIRED: tuple[str, ...] = (
+    "left_eye_center",
+    "right_eye_center",
+    "nose_tip",
+    "mouth_center_bottom_lip",
+)
+KAGGLE_IMAGE_SIDE = 96
+KAGGLE_IMAGE_VALUES = KAGGLE_IMAGE_SIDE * KAGGLE_IMAGE_SIDE
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """What a keypoint CSV of one format looks like.
+
+    Attributes:
+        name: Format id used on the command line.
+        num_points: Keypoints per row.
+        point_names: One name per keypoint, in column order of the coordinates.
+        required: Indices of points that must be present in every row.
+        eye_pair: Indices (image-left, image-right) of the points whose order and distance are
+            checked: the subject's right and left outer eye corners for 68-pt, eye centres for 15.
+        has_image_column: Whether pixels travel inside the CSV (``Image``) instead of a file.
+    """
+
+    name: str
+    num_points: int
+    point_names: tuple[str, ...]
+    required: tuple[int, ...]
+    eye_pair: tuple[int, int]
+    has_image_column: bool
+
+    def coordinate_columns(self) -> list[str]:
+        """Canonical coordinate column names, x then y per point."""
+        cols: list[str] = []
+        for point in self.point_names:
+            cols += [f"{point}_x", f"{point}_y"]
+        return cols
+
+
+YOUTUBE68 = CsvFormat(
+    name="youtube68",
+    num_points=68,
+    point_names=tuple(f"p{i}" for i in range(68)),
+    required=tuple(range(68)),
+    eye_pair=(36, 45),
+    has_image_column=False,
+)
+
+KAGGLE15 = CsvFormat(
+    name="kaggle15",
+    num_points=15,
+    point_names=KAGGLE_POINTS,
+    required=tuple(KAGGLE_POINTS.index(p) for p in KAGGLE_REQUIRED),
+    # right_eye_center is the subject's right eye: on the image's left.
+    eye_pair=(KAGGLE_POINTS.index("right_eye_center"), KAGGLE_POINTS.index("left_eye_center")),
+    has_image_column=True,
+)
+
+FORMATS: dict[str, CsvFormat] = {f.name: f for f in (YOUTUBE68, KAGGLE15)}
+
+
+def youtube68_header_variants() -> list[list[str]]:
+    """Accepted headers for the 136 coordinate columns of the 68-point CSV.
+
+    The CVND files number them ``0..135``; ``x0, y0, ..., x67, y67`` is accepted too.
+    """
+    numbered = [str(i) for i in range(136)]
+    named = [f"{axis}{i}" for i in range(68) for axis in ("x", "y")]
+    return [numbered, named]

@@ -1,0 +1,31 @@
+"""What every DVC stage script shares: params loading and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from facekeys.errors import FacekeysError
+from facekeys.params import load_params
+
+
+def run_stage(name: str, body: Callable[[dict[str, Any], list[str]], None]) -> None:
+    """Runs ``body(params, argv)`` and exits: 0 on success, 1 with one line on a user error."""
+    try:
+        body(load_params("params.yaml"), sys.argv[1:])
+    except FacekeysError as exc:
+        print(f"stage {name}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"stage {name}: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def dataset_arg(argv: list[str], params: dict[str, Any]) -> str:
+    """The single data set argument of a stage, checked against ``datasets`` in params."""
+    if len(argv) != 1 or argv[0] not in params.get("datasets", []):
+        raise FacekeysError(
+            f"expected one data set argument out of {params.get('datasets', [])}, got {argv}"
+        )
+    return argv[0]
