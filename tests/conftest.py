@@ -1,0 +1,133 @@
+"""Shared fixtures: tiny generated data sets, and the real data where the machine has it."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facekeys.schemes import KAGGLE15
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FACEKEYS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def face_points_68(width: int = 100, height: int = 100) -> np.ndarray:
+    """A plausible 68-point layout inside a width x height image (subject's right eye on the left)."""
+    rng = np.random.default_rng(0)
+    pts = np.column_stack(
+        [rng.uniform(0.2, 0.8, 68) * width, rng.uniform(0.2, 0.8, 68) * height]
+    )
+    pts[36] = (0.3 * width, 0.4 * height)
+    pts[45] = (0.7 * width, 0.4 * height)
+    return pts.round(2)
+
+
+def png_bytes(width: int = 100, height: int = 100, channels: int = 4, depth: int = 8) -> bytes:
+    dtype = np.uint16 if depth == 16 else np.uint8
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    image = (np.arange(np.prod(shape)) % 250).astype(dtype).reshape(shape)
+    ok, buf = cv2.imencode(".png", image)
+    assert ok
+    return buf.tobytes()
+
+
+def jpeg_bytes(width: int = 100, height: int = 100) -> bytes:
+    image = np.full((height, width, 3), 128, np.uint8)
+    ok, buf = cv2.imencode(".jpg", image)
+    assert ok
+    return buf.tobytes()
+
+
+def row68(name: str, pts: np.ndarray) -> list[str]:
+    return [name, *(f"{v:g}" for v in pts.reshape(-1))]
+
+
+HEADER68 = ["", *(str(i) for i in range(136))]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]], **kwargs) -> Path:
+    with open(path, "w", newline="", encoding=kwargs.pop("encoding", "utf-8")) as handle:
+        csv.writer(handle, lineterminator=kwargs.pop("lineterminator", "\n")).writerows(
+            [header, *rows]
+        )
+    return path
+
+
+@pytest.fixture
+def tiny68(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
+    """Factory: writes images and a 68-pt CSV; returns (csv, image folder).
+
+    ``rows`` are lists of fields; by default three good rows a.png, b.png, c.png.
+    ``images`` maps names to bytes (default: a 100x100 RGBA PNG for every good row).
+    """
+
+    def make(rows: list[list[str]] | None = None, images: dict[str, bytes] | None = None):
+        folder = tmp_path / "images"
+        folder.mkdir(exist_ok=True)
+        if rows is None:
+            rows = [row68(n, face_points_68()) for n in ("a.png", "b.png", "c.png")]
+        if images is None:
+            images = {r[0]: png_bytes() for r in rows if r and r[0]}
+        for name, data in images.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+        return write_csv(tmp_path / "keypoints.csv", HEADER68, rows), folder
+
+    return make
+
+
+def kaggle_row(missing_optional: bool = False, pixels: str | None = None, **points) -> dict:
+    """A Kaggle row as a dict: eyes at x 30 (subject's right) and 66 (subject's left)."""
+    row = {}
+    for k, name in enumerate(KAGGLE15.point_names):
+        row[f"{name}_x"], row[f"{name}_y"] = f"{20 + 4 * k}", f"{30 + 3 * k}"
+    row["right_eye_center_x"], row["left_eye_center_x"] = "30", "66"
+    if missing_optional:
+        for k in range(len(KAGGLE15.point_names)):
+            if k not in KAGGLE15.required:
+                row[f"{KAGGLE15.point_names[k]}_x"] = row[f"{KAGGLE15.point_names[k]}_y"] = ""
+    for key, value in points.items():
+        row[key] = value
+    row["Image"] = pixels if pixels is not None else " ".join(
+        str((i * 7 + len(points)) % 256) for i in range(9216)
+    )
+    return row
+
+
+KAGGLE_HEADER = [*KAGGLE15.coordinate_columns(), "Image"]
+
+
+@pytest.fixture
+def tiny_kaggle(tmp_path: Path) -> Callable[[list[dict]], Path]:
+    """Factory: writes a Kaggle-format CSV from row dicts (see ``kaggle_row``)."""
+
+    def make(rows: list[dict], name: str = "training.csv", unique_images: bool = True) -> Path:
+        distinct = []
+        for k, row in enumerate(rows):
+            row = dict(row)
+            if unique_images and row["Image"].count(" ") == 9215 and row["Image"][0].isdigit():
+                values = row["Image"].split()
+                values[0] = str(k % 256)
+                values[1] = str(k // 256)
+                row["Image"] = " ".join(values)
+            distinct.append([row.get(c, "") for c in KAGGLE_HEADER])
+        return write_csv(tmp_path / name, KAGGLE_HEADER, distinct)
+
+    return make
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real data sets; skips with a reason where this machine does not have them."""
+    if not (SHARED_DATA / "youtube-faces-68" / "training_frames_keypoints.csv").is_file():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set FACEKEYS_SHARED_DATA)")
+    return SHARED_DATA
