@@ -21,11 +21,9 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
 def face_points_68(width: int = 100, height: int = 100) -> np.ndarray:
-    """A plausible 68-point layout inside a width x height image (subject's right eye on the left)."""
+    """A plausible 68-point layout in a width x height image (subject's right eye on the left)."""
     rng = np.random.default_rng(0)
-    pts = np.column_stack(
-        [rng.uniform(0.2, 0.8, 68) * width, rng.uniform(0.2, 0.8, 68) * height]
-    )
+    pts = np.column_stack([rng.uniform(0.2, 0.8, 68) * width, rng.uniform(0.2, 0.8, 68) * height])
     pts[36] = (0.3 * width, 0.4 * height)
     pts[45] = (0.7 * width, 0.4 * height)
     return pts.round(2)
@@ -97,8 +95,10 @@ def kaggle_row(missing_optional: bool = False, pixels: str | None = None, **poin
                 row[f"{KAGGLE15.point_names[k]}_x"] = row[f"{KAGGLE15.point_names[k]}_y"] = ""
     for key, value in points.items():
         row[key] = value
-    row["Image"] = pixels if pixels is not None else " ".join(
-        str((i * 7 + len(points)) % 256) for i in range(9216)
+    row["Image"] = (
+        pixels
+        if pixels is not None
+        else " ".join(str((i * 7 + len(points)) % 256) for i in range(9216))
     )
     return row
 

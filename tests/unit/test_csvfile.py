@@ -38,7 +38,7 @@ def test_missing_file_and_folder(tmp_path):
 
 def test_bom_crlf_blank_lines_and_line_numbers(tmp_path):
     path = tmp_path / "k.csv"
-    path.write_bytes("\ufeffname,x\r\na.png,1\r\n\r\n\"b\nc.png\",2\r\nd.png,3\r\n".encode())
+    path.write_bytes('\ufeffname,x\r\na.png,1\r\n\r\n"b\nc.png",2\r\nd.png,3\r\n'.encode())
     records = read_records(path)
     assert records.header == ["name", "x"]
     assert records.rows == [["a.png", "1"], ["b\nc.png", "2"], ["d.png", "3"]]

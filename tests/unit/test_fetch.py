@@ -146,9 +146,8 @@ def test_broken_first_download_leaves_nothing(tmp_path):
 
 
 def test_http_errors_are_one_line(tmp_path):
-    with serve(b"") as base:
-        with pytest.raises(FacekeysError, match="download refused: HTTP 404"):
-            fetch_dataset("youtube-faces-68", f"{base}/missing.zip", tmp_path / "out")
+    with serve(b"") as base, pytest.raises(FacekeysError, match="download refused: HTTP 404"):
+        fetch_dataset("youtube-faces-68", f"{base}/missing.zip", tmp_path / "out")
     with pytest.raises(FacekeysError, match="download failed"):
         fetch_dataset("youtube-faces-68", "http://127.0.0.1:9/none.zip", tmp_path / "out")
 

@@ -93,7 +93,9 @@ def test_blank_or_non_finite_cell(tiny68, tmp_path, cell):
     row = row68("x.png", face_points_68())
     row[8] = cell
     reasons = bad_case(tiny68, tmp_path, row, {"x.png": png_bytes()})
-    assert ("missing_required_point: point 3" if cell == "" else "non_numeric_coordinate") in reasons
+    assert (
+        "missing_required_point: point 3" if cell == "" else "non_numeric_coordinate"
+    ) in reasons
 
 
 @pytest.mark.parametrize("xy", [(-500.0, 40.0), (40.0, -60.0), (900.0, 40.0), (40.0, 400.0)])
@@ -149,7 +151,9 @@ def huge_header_png() -> bytes:
 
 
 def test_huge_header_png_refused_before_decoding(tiny68, tmp_path):
-    reasons = bad_case(tiny68, tmp_path, row68("x.png", face_points_68()), {"x.png": huge_header_png()})
+    reasons = bad_case(
+        tiny68, tmp_path, row68("x.png", face_points_68()), {"x.png": huge_header_png()}
+    )
     assert reasons.startswith("image_too_large: PNG header claims 60000x60000")
 
 
@@ -218,7 +222,10 @@ def test_accepted_png_kinds(tiny68, tmp_path, image):
 
 
 def test_real_jpeg_and_non_ascii_name(tiny68, tmp_path):
-    rows = [row68("Zoë_Ñúñez_01.jpg", face_points_68()), row68("sub/フレーム.png", face_points_68())]
+    rows = [
+        row68("Zoë_Ñúñez_01.jpg", face_points_68()),
+        row68("sub/フレーム.png", face_points_68()),
+    ]
     images = {"Zoë_Ñúñez_01.jpg": jpeg_bytes(), "sub/フレーム.png": png_bytes()}
     csv_path, folder = tiny68(rows=rows, images=images)
     report = run(csv_path, folder, tmp_path / "out")
@@ -272,8 +279,9 @@ def test_every_row_accounted_for_with_many_problems(tiny68, tmp_path):
         ["short.png", "1"],
         row68("b.png", pts),
     ]
-    csv_path, folder = tiny68(rows=rows, images={"a.png": png_bytes(), "m.png": png_bytes(),
-                                                 "b.png": png_bytes()})
+    csv_path, folder = tiny68(
+        rows=rows, images={"a.png": png_bytes(), "m.png": png_bytes(), "b.png": png_bytes()}
+    )
     report = run(csv_path, folder, tmp_path / "out")
     assert report["rows_total"] == 6
     assert report["rows_valid"] == 1 and report["rows_quarantined"] == 5

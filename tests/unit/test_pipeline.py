@@ -1,0 +1,129 @@
+"""`dvc repro` end to end on tiny generated data, in a temporary copy of the project."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    HEADER68,
+    KAGGLE_HEADER,
+    REPO,
+    face_points_68,
+    kaggle_row,
+    png_bytes,
+    row68,
+    write_csv,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def make_sources(root: Path) -> dict[str, str]:
+    yt = root / "yt"
+    for split, csv_name in (("training", "training"), ("test", "test")):
+        (yt / split).mkdir(parents=True)
+        names = [f"{split}_{i}.jpg" for i in range(4)]
+        for name in names:
+            (yt / split / name).write_bytes(png_bytes())
+        write_csv(
+            yt / f"{csv_name}_frames_keypoints.csv",
+            HEADER68,
+            [row68(n, face_points_68()) for n in names],
+        )
+    kaggle = root / "kaggle"
+    kaggle.mkdir()
+    for name in ("training", "test"):
+        rows = []
+        for k in range(3):
+            row = kaggle_row(missing_optional=k == 0)
+            row["Image"] = " ".join(str((i + k) % 256) for i in range(9216))
+            rows.append([row[c] for c in KAGGLE_HEADER])
+        csv_path = write_csv(root / f"{name}.csv", KAGGLE_HEADER, rows)
+        with zipfile.ZipFile(kaggle / f"{name}.zip", "w") as zf:
+            zf.write(csv_path, f"{name}.csv")
+    return {
+        "FACEKEYS_SOURCE_YOUTUBE_FACES_68": str(yt),
+        "FACEKEYS_SOURCE_KAGGLE_15": str(kaggle),
+    }
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    work = tmp_path / "project"
+    work.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, work / name)
+    for name in ("stages", "facekeys"):
+        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {
+        **os.environ,
+        **make_sources(tmp_path),
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=work, check=True, env=env)
+    return work, env
+
+
+def dvc(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_repro_end_to_end_and_stale_only(project):
+    work, env = project
+    first = dvc(work, env, "repro")
+    assert first.returncode == 0, first.stdout + first.stderr
+    for dataset, rows in (("youtube-faces-68", 4), ("kaggle-15", 3)):
+        metrics = json.loads((work / "metrics" / dataset / "validate.json").read_text())
+        assert metrics["training"] == {
+            "rows_total": rows,
+            "rows_valid": rows,
+            "rows_quarantined": 0,
+            "rows_flagged": 0,
+        }
+        for split in ("training", "test"):
+            out = work / "data" / "validated" / dataset / split
+            assert (out / "valid.csv").is_file() and (out / "data_docs" / "index.html").is_file()
+    assert (work / "data/raw/kaggle-15/manifest.json").is_file()
+
+    again = dvc(work, env, "repro")
+    assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
+
+    params = (work / "params.yaml").read_text()
+    (work / "params.yaml").write_text(
+        params.replace("max_quarantine_fraction: 0.1", "max_quarantine_fraction: 0.2")
+    )
+    third = dvc(work, env, "repro")
+    assert third.returncode == 0, third.stderr
+    ran = {line.split("'")[1] for line in third.stdout.splitlines() if "Running stage" in line}
+    assert ran == {"validate@youtube-faces-68", "validate@kaggle-15"}
+
+
+def test_unusable_data_stops_the_pipeline_with_one_line(project):
+    work, env = project
+    yt = Path(env["FACEKEYS_SOURCE_YOUTUBE_FACES_68"])
+    (yt / "test_frames_keypoints.csv").write_text("name,x,y\na.jpg,1,2\n")
+    result = dvc(work, env, "repro", "validate@youtube-faces-68")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert (
+        "stage validate: error: data/raw/youtube-faces-68/test_frames_keypoints.csv: "
+        "wrong schema for youtube68: expected 137 columns" in output
+    )
