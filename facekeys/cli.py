@@ -66,7 +66,14 @@ Validate one keypoint CSV with Great Expectations and write to OUT:
 Exit status: 0 = usable, 1 = unusable (unreadable, empty, wrong schema, binary, or more than
 --max-quarantine-fraction of the rows quarantined). Rows are numbered from 1, header excluded.""",
     )
-    p.add_argument("--format", required=True, choices=["youtube68", "kaggle15"], dest="fmt")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["youtube68", "kaggle15"],
+        dest="fmt",
+        help="youtube68: name + x0,y0..x67,y67 with an image folder; kaggle15: 30 named "
+        "coordinates + Image (96x96 gray values)",
+    )
     p.add_argument("--csv", required=True, help="the keypoint CSV file")
     p.add_argument("--images", help="image folder (youtube68: required; names are relative to it)")
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
@@ -75,7 +82,13 @@ Exit status: 0 = usable, 1 = unusable (unreadable, empty, wrong schema, binary, 
         default=None,
         help="params.yaml whose `validate` section sets the thresholds (default: built-in)",
     )
-    p.add_argument("--max-quarantine-fraction", type=float, default=None)
+    p.add_argument(
+        "--max-quarantine-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="unusable when a larger share of rows is quarantined (default 0.1)",
+    )
     p.add_argument("--no-data-docs", action="store_true", help="skip the Data Docs HTML")
     p.set_defaults(run=_run_validate)
 

@@ -10,6 +10,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -134,6 +135,15 @@ def read_image_bytes(path: str | os.PathLike[str], limits: ImageLimits) -> bytes
         raise ImageProblem("image_unreadable", f"{path}: {exc.strerror}") from None
 
 
+def _cv2() -> Any:
+    """OpenCV, imported on first use, with its own log lines off: problems are reported as
+    ``ImageProblem`` with the file named, not as OpenCV warnings on stderr."""
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    return cv2
+
+
 def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
     """Decodes PNG or JPEG bytes as stored (gray, RGB(A), 8 or 16 bit), after the size caps.
 
@@ -144,8 +154,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
         ImageProblem: ``image_unsupported_format``, ``image_too_large`` (from the header, before
             any pixel is decoded) or ``image_corrupt``.
     """
-    import cv2
-
+    cv2 = _cv2()
     kind, width, height = header_size(data)
     if width == 0 or height == 0:
         raise ImageProblem("image_corrupt", f"{kind.upper()} header claims {width}x{height}")

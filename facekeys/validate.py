@@ -46,7 +46,8 @@ from facekeys.schemes import (
     youtube68_header_variants,
 )
 
-_DIGITS_AND_SPACES = re.compile(r"[0-9 ]+")
+_DIGITS_AND_SPACES = re.compile(r"[0-9\s]+")  # numpy's sep=" " takes any whitespace
+_ASCII_INTEGER = re.compile(r"[0-9]+")
 
 
 def _import_gx_in_background() -> threading.Thread:
@@ -264,8 +265,9 @@ def _kaggle_pixel_checks(
             status[i], detail[i] = "image_pixels_missing", "the Image cell is blank"
             continue
         if not _DIGITS_AND_SPACES.fullmatch(text):
-            bad = next(tok for tok in text.split() if not tok.isdigit())
-            status[i], detail[i] = "image_pixel_value", f"Image holds {bad[:20]!r}, not an integer"
+            bad = next((t for t in text.split() if not _ASCII_INTEGER.fullmatch(t)), text)
+            status[i] = "image_pixel_value"
+            detail[i] = f"Image holds {bad[:20]!r}, not an integer in 0..255"
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
