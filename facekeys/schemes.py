@@ -99,3 +99,67 @@ def youtube68_header_variants() -> list[list[str]]:
     numbered = [str(i) for i in range(136)]
     named = [f"{axis}{i}" for i in range(68) for axis in ("x", "y")]
     return [numbered, named]
+
+
+def _permutation(pairs: list[tuple[int, int]], size: int) -> tuple[int, ...]:
+    perm = list(range(size))
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return tuple(perm)
+
+
+# iBUG 68: after a horizontal flip, point i of the mirrored face is point FLIP[i] of the original.
+_IBUG_PAIRS = [
+    *((i, 16 - i) for i in range(8)),  # jaw
+    *((17 + i, 26 - i) for i in range(5)),  # brows
+    (31, 35),
+    (32, 34),  # nostrils
+    (36, 45),
+    (37, 44),
+    (38, 43),
+    (39, 42),
+    (40, 47),
+    (41, 46),  # eyes
+    (48, 54),
+    (49, 53),
+    (50, 52),
+    (55, 59),
+    (56, 58),  # outer lip
+    (60, 64),
+    (61, 63),
+    (65, 67),  # inner lip
+]
+IBUG68_FLIP = _permutation(_IBUG_PAIRS, 68)
+# The subject's right side (the image's left on a frontal face), for drawing left and right apart.
+IBUG68_SUBJECT_RIGHT = frozenset(
+    [*range(8), *range(17, 22), 31, 32, *range(36, 42), 48, 49, 50, 58, 59, 60, 61, 67]
+)
+
+KAGGLE15_FLIP = _permutation(
+    [
+        (KAGGLE_POINTS.index(f"left_{part}"), KAGGLE_POINTS.index(f"right_{part}"))
+        for part in (
+            "eye_center",
+            "eye_inner_corner",
+            "eye_outer_corner",
+            "eyebrow_inner_end",
+            "eyebrow_outer_end",
+        )
+    ]
+    + [(KAGGLE_POINTS.index("mouth_left_corner"), KAGGLE_POINTS.index("mouth_right_corner"))],
+    15,
+)
+KAGGLE15_SUBJECT_RIGHT = frozenset(i for i, n in enumerate(KAGGLE_POINTS) if "right" in n)
+
+FLIP_PERMUTATION: dict[str, tuple[int, ...]] = {"youtube68": IBUG68_FLIP, "kaggle15": KAGGLE15_FLIP}
+SUBJECT_RIGHT: dict[str, frozenset[int]] = {
+    "youtube68": IBUG68_SUBJECT_RIGHT,
+    "kaggle15": KAGGLE15_SUBJECT_RIGHT,
+}
+
+
+def point_side(fmt: str, index: int) -> str:
+    """'right', 'left' (the subject's) or 'center' for a keypoint of scheme ``fmt``."""
+    if FLIP_PERMUTATION[fmt][index] == index:
+        return "center"
+    return "right" if index in SUBJECT_RIGHT[fmt] else "left"

@@ -1,0 +1,562 @@
+"""Model-ready arrays from validated rows: crop, resize, identity split and seeded augmentation.
+
+Every sample is one affine warp of the original image (crop policy x random jitter x flip), so
+points move by exactly the same matrix as pixels; photometric changes come from albumentations.
+Randomness is drawn from a generator seeded by (seed, image, copy), so the output does not depend
+on how work is spread over processes: the same params and input give byte-identical files.
+
+Out-of-frame policy (``out_of_frame``):
+    resample: a jitter that pushes a labelled point out of the model input (when it was inside
+        before) is redrawn, up to ``max_resample`` times; then the un-jittered crop is used.
+    mask: keep the first jitter and mark pushed-out points missing in the mask.
+Points already outside the un-jittered crop (labels a few pixels beyond the image border in the
+source) keep their coordinates and stay labelled: they are real labels, never clipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from facekeys.atomic import atomic_dir, atomic_file, write_json
+from facekeys.crop import (
+    CropPolicy,
+    apply_to_points,
+    jitter_matrix,
+    warp,
+    whole_image_matrix,
+)
+from facekeys.csvfile import read_records
+from facekeys.errors import FacekeysError
+from facekeys.images import ImageLimits, ImageProblem, load_image
+from facekeys.schemes import FLIP_PERMUTATION, FORMATS, CsvFormat, point_side
+from facekeys.validate import check_schema
+
+_FRAME_NUMBER = re.compile(r"[\s_\-]*\d+$")
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """The ``augment`` section of params.yaml (``image_size`` resolved for one data set)."""
+
+    image_size: int = 128
+    color: str = "gray"
+    val_fraction: float = 0.1
+    copies: int = 4
+    include_original: bool = True
+    seed: int = 2026
+    flip_p: float = 0.5
+    rotate_deg: float = 20.0
+    scale_range: tuple[float, float] = (0.85, 1.15)
+    shift_fraction: float = 0.08
+    brightness_contrast: float = 0.25
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    blur_p: float = 0.2
+    noise_p: float = 0.3
+    occlusion_p: float = 0.3
+    out_of_frame: str = "resample"
+    max_resample: int = 10
+    pad_value: int = 0
+    workers: int = 0
+    preview_samples: int = 16
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], dataset: str) -> AugmentSettings:
+        """Reads the section; ``image_size`` may be a number or a mapping per data set."""
+        params = dict(params)
+        size = params.pop("image_size", cls.image_size)
+        if isinstance(size, dict):
+            if dataset not in size:
+                raise FacekeysError(f"params.yaml: augment.image_size has no entry for {dataset}")
+            size = size[dataset]
+        unknown = set(params) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise FacekeysError(f"params.yaml: augment: unknown keys {sorted(unknown)}")
+        for key in ("scale_range", "gamma_range"):
+            if key in params:
+                params[key] = tuple(params[key])
+        settings = cls(image_size=int(size), **params)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raises FacekeysError on values that cannot work."""
+        problems = []
+        if self.color not in ("gray", "rgb"):
+            problems.append(f"color must be gray or rgb, not {self.color!r}")
+        if self.out_of_frame not in ("resample", "mask"):
+            problems.append(f"out_of_frame must be resample or mask, not {self.out_of_frame!r}")
+        if not 16 <= self.image_size <= 1024:
+            problems.append(f"image_size {self.image_size} outside 16..1024")
+        if not 0.0 <= self.val_fraction < 1.0:
+            problems.append(f"val_fraction {self.val_fraction} outside [0, 1)")
+        if self.copies < 0 or (self.copies == 0 and not self.include_original):
+            problems.append("copies must be >= 0, and > 0 without include_original")
+        if problems:
+            raise FacekeysError("params.yaml: augment: " + "; ".join(problems))
+
+
+@dataclass
+class SplitRows:
+    """Validated rows of one CSV, ready to crop.
+
+    Attributes:
+        names: Image file name (youtube68) or ``row<N>`` (kaggle15) per row.
+        points: ``(n, P, 2)`` float32 coordinates in original pixels, NaN where missing.
+        pixels: kaggle15 only: ``(n, 96, 96)`` uint8 images from the ``Image`` column.
+        images_dir: youtube68 only: folder the names are relative to.
+    """
+
+    names: list[str]
+    points: np.ndarray
+    pixels: np.ndarray | None = None
+    images_dir: str | None = None
+
+
+def read_split(
+    fmt: CsvFormat, csv_path: str | os.PathLike[str], images_dir: str | None
+) -> SplitRows:
+    """Reads a validated CSV (``valid.csv``) into arrays."""
+    records = read_records(csv_path)
+    schema = check_schema(fmt, records)
+    n = len(records.rows)
+    points = np.full((n, fmt.num_points * 2), np.nan, np.float32)
+    pixels = np.zeros((n, 96, 96), np.uint8) if fmt.has_image_column else None
+    names = []
+    for i, row in enumerate(records.rows):
+        if len(row) != len(records.header):
+            raise FacekeysError(
+                f"{csv_path}: row {i + 1} has {len(row)} fields; run validate first"
+            )
+        cells = [row[c].strip() for c in schema.coord_index]
+        points[i] = [float(c) if c else np.nan for c in cells]
+        if pixels is not None:
+            pixels[i] = np.array(row[schema.image_index].split(), np.uint8).reshape(96, 96)
+            names.append(f"row{i + 1}")
+        else:
+            names.append(row[schema.name_index].strip())
+    return SplitRows(
+        names=names,
+        points=points.reshape(n, fmt.num_points, 2),
+        pixels=pixels,
+        images_dir=os.fspath(images_dir) if images_dir else None,
+    )
+
+
+def identity_of(name: str) -> str:
+    """The person in a frame name: the file stem without its frame number (``Luis_Fonsi_21.jpg``
+    -> ``Luis_Fonsi``)."""
+    stem = PurePosixPath(name).stem
+    return _FRAME_NUMBER.sub("", stem) or stem
+
+
+def identity_split(
+    identities: list[str], val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Splits row indices so that no identity is on both sides; about ``val_fraction`` of the rows
+    go to validation. Returns (train indices, val indices), each sorted."""
+    unique = sorted(set(identities))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    target = val_fraction * len(identities)
+    counts: dict[str, int] = {}
+    for ident in identities:
+        counts[ident] = counts.get(ident, 0) + 1
+    val_ids: set[str] = set()
+    taken = 0
+    for k in order:
+        if taken >= target:
+            break
+        val_ids.add(unique[k])
+        taken += counts[unique[k]]
+    is_val = np.array([ident in val_ids for ident in identities], bool)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def to_model_color(image: np.ndarray, color: str) -> np.ndarray:
+    """Any decoded image (gray/BGR/BGRA, 8 or 16 bit) as uint8 gray ``HxW`` or RGB ``HxWx3``."""
+    import cv2
+
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ImageProblem("image_unsupported_format", f"pixel type {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if color == "gray":
+        if image.ndim == 2:
+            return image
+        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        return cv2.cvtColor(image, code)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return cv2.cvtColor(image, code)
+
+
+@dataclass
+class _Job:
+    fmt: str
+    rows: SplitRows
+    settings: AugmentSettings
+    augment: bool
+    stream: int  # separates the random streams of train / val / test
+    photometric: Any = field(default=None, repr=False)
+
+
+_JOB: _Job | None = None  # set in each worker process by _init_worker
+
+
+def _photometric(settings: AugmentSettings) -> Any:
+    import albumentations as A
+
+    s = settings
+    return A.Compose(
+        [
+            A.RandomBrightnessContrast(s.brightness_contrast, s.brightness_contrast, p=0.8),
+            A.RandomGamma((int(s.gamma_range[0] * 100), int(s.gamma_range[1] * 100)), p=0.5),
+            A.GaussianBlur(blur_limit=(3, 5), p=s.blur_p),
+            A.GaussNoise(std_range=(0.01, 0.05), p=s.noise_p),
+            A.CoarseDropout(
+                num_holes_range=(1, 2),
+                hole_height_range=(0.1, 0.3),
+                hole_width_range=(0.1, 0.3),
+                fill=s.pad_value,
+                p=s.occlusion_p,
+            ),
+        ],
+        seed=s.seed,
+    )
+
+
+def _init_worker(job: _Job) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    global _JOB
+    job.photometric = _photometric(job.settings) if job.augment else None
+    _JOB = job
+
+
+def _samples_for(index: int) -> dict[str, np.ndarray]:
+    """All samples of one source image: the plain crop and/or the augmented copies."""
+    job = _JOB
+    assert job is not None
+    s = job.settings
+    rows = job.rows
+    size = s.image_size
+    if rows.pixels is not None:
+        image = rows.pixels[index]
+        if s.color == "rgb":
+            image = to_model_color(image, "rgb")
+    else:
+        image = to_model_color(
+            load_image(rows.images_dir, rows.names[index], ImageLimits()), s.color
+        )
+    policy = CropPolicy(size=size, pad_value=s.pad_value)
+    base = whole_image_matrix(image.shape[1], image.shape[0], policy)
+    points = rows.points[index]
+    present = ~np.isnan(points).any(axis=1)
+    base_points = apply_to_points(base, points)
+    inside = present & _inside(base_points, size)
+
+    copies = (1 if s.include_original or not job.augment else 0) + (s.copies if job.augment else 0)
+    shape = (copies, size, size) + ((3,) if s.color == "rgb" else ())
+    out = {
+        "images": np.empty(shape, np.uint8),
+        "points": np.empty((copies, len(points), 2), np.float32),
+        "mask": np.empty((copies, len(points)), bool),
+        "to_crop": np.empty((copies, 2, 3), np.float32),
+        "copy": np.arange(copies, dtype=np.int16),
+        "resampled": np.zeros(copies, np.int16),
+        "fallback": np.zeros(copies, bool),
+        "flipped": np.zeros(copies, bool),
+    }
+    first = 0
+    if s.include_original or not job.augment:
+        out["images"][0] = warp(image, base, size, s.pad_value)
+        out["points"][0] = np.nan_to_num(base_points, nan=0.0)
+        out["mask"][0] = present
+        out["to_crop"][0] = base[:2]
+        first = 1
+    perm = list(FLIP_PERMUTATION[job.fmt])
+    for c in range(first, copies):
+        rng = np.random.default_rng([s.seed, job.stream, index, c])
+        for attempt in range(s.max_resample + 1):
+            flip = bool(rng.random() < s.flip_p)
+            jitter = jitter_matrix(
+                size,
+                angle_deg=rng.uniform(-s.rotate_deg, s.rotate_deg),
+                scale=rng.uniform(*s.scale_range),
+                shift_x=rng.uniform(-s.shift_fraction, s.shift_fraction),
+                shift_y=rng.uniform(-s.shift_fraction, s.shift_fraction),
+                flip=flip,
+            )
+            matrix = jitter @ base
+            moved = apply_to_points(matrix, points)
+            pushed_out = inside & ~_inside(moved, size)
+            if not pushed_out.any() or s.out_of_frame == "mask":
+                break
+            out["resampled"][c] = attempt + 1
+        else:
+            flip, matrix = False, base
+            moved, pushed_out = base_points, np.zeros_like(inside)
+            out["fallback"][c] = True
+        mask = present & ~pushed_out
+        if flip:
+            moved, mask = moved[perm], mask[perm]
+        crop = warp(image, matrix, size, s.pad_value)
+        job.photometric.set_random_seed(int(rng.integers(2**31)))
+        out["images"][c] = job.photometric(image=crop)["image"]
+        out["points"][c] = np.nan_to_num(moved, nan=0.0)
+        out["mask"][c] = mask
+        out["to_crop"][c] = matrix[:2]
+        out["flipped"][c] = flip
+    out["source_index"] = np.full(copies, index, np.int32)
+    return out
+
+
+def _inside(points: np.ndarray, size: int) -> np.ndarray:
+    return (points >= -0.5).all(axis=-1) & (points <= size - 0.5).all(axis=-1)
+
+
+def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(indices), size):
+        yield indices[start : start + size]
+
+
+def _run_chunk(indices: np.ndarray) -> list[dict[str, np.ndarray]]:
+    results = []
+    for i in indices:
+        try:
+            results.append(_samples_for(int(i)))
+        except ImageProblem as problem:
+            assert _JOB is not None
+            name = _JOB.rows.names[int(i)]
+            raise FacekeysError(
+                f"{name}: {problem} (it passed validation; did it change?)"
+            ) from None
+    return results
+
+
+def build_split(
+    fmt: str,
+    rows: SplitRows,
+    indices: np.ndarray,
+    settings: AugmentSettings,
+    augment: bool,
+    stream: int,
+    desc: str,
+) -> dict[str, np.ndarray]:
+    """Crops (and, with ``augment``, augments) the rows at ``indices``; returns stacked arrays.
+
+    Work is spread over ``settings.workers`` processes in fixed chunks; the result order and
+    content do not depend on the number of workers.
+    """
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    job = _Job(fmt=fmt, rows=rows, settings=settings, augment=augment, stream=stream)
+    workers = settings.workers or os.cpu_count() or 1
+    chunks = list(_chunks(indices, 32))
+    parts: list[dict[str, np.ndarray]] = []
+    bar = tqdm(total=len(indices), desc=desc, unit="img", disable=None, file=sys.stderr)
+    if workers == 1 or len(chunks) <= 1:
+        _init_worker(job)
+        iterator: Any = map(_run_chunk, chunks)
+        pool = None
+    else:
+        pool = multiprocessing.get_context("fork").Pool(workers, _init_worker, (job,))
+        iterator = pool.imap(_run_chunk, chunks)
+    try:
+        for result in iterator:
+            parts.extend(result)
+            bar.update(len(result))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    if not parts:
+        empty = _samples_shape(fmt, settings)
+        return empty
+    stacked = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    stacked["names"] = np.array([rows.names[i] for i in stacked["source_index"]])
+    return stacked
+
+
+def _samples_shape(fmt: str, settings: AugmentSettings) -> dict[str, np.ndarray]:
+    size, p = settings.image_size, FORMATS[fmt].num_points
+    channels = (3,) if settings.color == "rgb" else ()
+    return {
+        "images": np.zeros((0, size, size, *channels), np.uint8),
+        "points": np.zeros((0, p, 2), np.float32),
+        "mask": np.zeros((0, p), bool),
+        "to_crop": np.zeros((0, 2, 3), np.float32),
+        "copy": np.zeros(0, np.int16),
+        "resampled": np.zeros(0, np.int16),
+        "fallback": np.zeros(0, bool),
+        "flipped": np.zeros(0, bool),
+        "source_index": np.zeros(0, np.int32),
+        "names": np.zeros(0, "<U1"),
+    }
+
+
+def write_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:
+    """Writes arrays as an uncompressed .npz with fixed timestamps (byte-identical reruns),
+    atomically. ``np.savez`` stamps the current time into the zip, so it is not used."""
+    with atomic_file(path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as zf:
+        for key in sorted(arrays):
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(
+                    member, np.ascontiguousarray(arrays[key]), allow_pickle=False
+                )
+
+
+def preview_grid(
+    samples: dict[str, np.ndarray], fmt: str, count: int, columns: int = 4
+) -> np.ndarray:
+    """A BGR grid of samples with points drawn: subject's right red, left blue, midline green."""
+    import cv2
+
+    n = len(samples["images"])
+    if n == 0:
+        return np.zeros((64, 64, 3), np.uint8)
+    picks = np.linspace(0, n - 1, min(count, n)).round().astype(int)
+    tile = 256
+    colors = {"right": (40, 40, 230), "left": (230, 120, 30), "center": (60, 200, 60)}
+    rows = -(-len(picks) // columns)
+    grid = np.full((rows * tile, columns * tile, 3), 255, np.uint8)
+    for k, i in enumerate(picks):
+        image = samples["images"][i]
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_RGB2BGR)
+        scale = tile / image.shape[0]
+        image = cv2.resize(image, (tile, tile), interpolation=cv2.INTER_LINEAR)
+        for j, (x, y) in enumerate(samples["points"][i]):
+            if samples["mask"][i, j]:
+                centre = (round((x + 0.5) * scale - 0.5), round((y + 0.5) * scale - 0.5))
+                cv2.circle(image, centre, 3, colors[point_side(fmt, j)], -1, cv2.LINE_AA)
+        label = f"{samples['names'][i][:22]} c{samples['copy'][i]}" + (
+            " flip" if samples["flipped"][i] else ""
+        )
+        cv2.putText(image, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1)
+        r, c = divmod(k, columns)
+        grid[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] = image
+    legend = np.full((24, grid.shape[1], 3), 255, np.uint8)
+    for k, (side, color) in enumerate(colors.items()):
+        cv2.putText(
+            legend, f"subject's {side}" if side != "center" else "midline",
+            (8 + 170 * k, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA,
+        )  # fmt: skip
+    return np.vstack([legend, grid])
+
+
+def augment_dataset(
+    fmt_name: str,
+    splits: dict[str, tuple[str | os.PathLike[str], str | None]],
+    out_dir: str | os.PathLike[str],
+    settings: AugmentSettings,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Builds ``train.npz``, ``val.npz``, ``test.npz``, ``meta.json`` and ``preview.png``.
+
+    Args:
+        fmt_name: CSV format id.
+        splits: ``{"training": (valid.csv, image folder or None), "test": (...)}``.
+        out_dir: Output folder, replaced atomically.
+        settings: The augment params.
+        log: Receives human-readable lines.
+
+    Returns:
+        The metadata written to ``meta.json``.
+    """
+    import cv2
+
+    log = log or (lambda line: None)
+    settings.check()
+    fmt = FORMATS[fmt_name]
+    training = read_split(fmt, *splits["training"])
+    test = read_split(fmt, *splits["test"])
+    if fmt.has_image_column:
+        # Kaggle rows carry no names, hence no identities: split rows at random.
+        identities = [f"row{i}" for i in range(len(training.names))]
+        split_kind = "random rows (the format has no image names)"
+    else:
+        identities = [identity_of(n) for n in training.names]
+        split_kind = "by identity (file name without its frame number)"
+    train_idx, val_idx = identity_split(identities, settings.val_fraction, settings.seed)
+
+    built = {
+        "train": build_split(fmt_name, training, train_idx, settings, True, 0, "augment train"),
+        "val": build_split(fmt_name, training, val_idx, settings, False, 1, "crop val"),
+        "test": build_split(
+            fmt_name, test, np.arange(len(test.names)), settings, False, 2, "crop test"
+        ),
+    }
+    policy = CropPolicy(size=settings.image_size, pad_value=settings.pad_value)
+    train = built["train"]
+    augmented = train["copy"] > (0 if settings.include_original else -1)
+    meta = {
+        "format": fmt_name,
+        "image_size": settings.image_size,
+        "channels": 3 if settings.color == "rgb" else 1,
+        "color": settings.color,
+        "crop_policy": policy.to_dict(),
+        "coordinates": "model-input pixels, pixel centres on integers; to_crop maps original "
+        "image pixels to them",
+        "keypoints": {
+            "num_points": fmt.num_points,
+            "names": list(fmt.point_names),
+            "flip_permutation": list(FLIP_PERMUTATION[fmt_name]),
+            "sides": [point_side(fmt_name, j) for j in range(fmt.num_points)],
+        },
+        "split": {
+            "kind": split_kind,
+            "val_fraction": settings.val_fraction,
+            "identities": {
+                "train": len({identities[i] for i in train_idx}),
+                "val": len({identities[i] for i in val_idx}),
+            },
+        },
+        "counts": {
+            "source_rows": {"train": len(train_idx), "val": len(val_idx), "test": len(test.names)},
+            "samples": {k: len(v["images"]) for k, v in built.items()},
+            "augmented_copies": int(augmented.sum()),
+            "flipped": int(train["flipped"].sum()),
+            "resampled_for_out_of_frame": int((train["resampled"] > 0).sum()),
+            "fallback_to_plain_crop": int(train["fallback"].sum()),
+            "points_masked_out": int((~built["train"]["mask"]).sum()),
+        },
+        "out_of_frame": settings.out_of_frame,
+        "seed": settings.seed,
+        "settings": asdict(settings),
+    }
+    with atomic_dir(out_dir) as staging:
+        for name, arrays in built.items():
+            write_npz(staging / f"{name}.npz", {
+                k: v for k, v in arrays.items() if k not in ("resampled", "fallback")
+            })  # fmt: skip
+        write_json(staging / "meta.json", meta)
+        _ok, png = cv2.imencode(".png", preview_grid(train, fmt_name, settings.preview_samples))
+        (staging / "preview.png").write_bytes(png.tobytes())
+    log(
+        f"{out_dir}: train {meta['counts']['samples']['train']} samples "
+        f"({len(train_idx)} images x {settings.copies} copies"
+        f"{' + original' if settings.include_original else ''}), "
+        f"val {len(val_idx)}, test {len(test.names)}"
+    )
+    return meta
+
+
+def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Loads an augmented split (no pickles allowed)."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
