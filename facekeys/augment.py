@@ -493,6 +493,11 @@ def augment_dataset(
         identities = [identity_of(n) for n in training.names]
         split_kind = "by identity (file name without its frame number)"
     train_idx, val_idx = identity_split(identities, settings.val_fraction, settings.seed)
+    if len(train_idx) == 0:
+        raise FacekeysError(
+            f"{splits['training'][0]}: no training rows left after holding out "
+            f"val_fraction {settings.val_fraction} ({len(set(identities))} identities)"
+        )
 
     built = {
         "train": build_split(fmt_name, training, train_idx, settings, True, 0, "augment train"),
@@ -537,7 +542,8 @@ def augment_dataset(
         },
         "out_of_frame": settings.out_of_frame,
         "seed": settings.seed,
-        "settings": asdict(settings),
+        # Everything that shapes the data; not `workers`, which only changes the speed.
+        "settings": {k: v for k, v in asdict(settings).items() if k != "workers"},
     }
     with atomic_dir(out_dir) as staging:
         for name, arrays in built.items():

@@ -30,7 +30,7 @@ def make_sources(root: Path) -> dict[str, str]:
     yt = root / "yt"
     for split, csv_name in (("training", "training"), ("test", "test")):
         (yt / split).mkdir(parents=True)
-        names = [f"{split}_{i}.jpg" for i in range(4)]
+        names = [f"{split}_person{i}_00.jpg" for i in range(4)]
         for name in names:
             (yt / split / name).write_bytes(png_bytes())
         write_csv(
@@ -101,6 +101,12 @@ def test_repro_end_to_end_and_stale_only(project):
             out = work / "data" / "validated" / dataset / split
             assert (out / "valid.csv").is_file() and (out / "data_docs" / "index.html").is_file()
     assert (work / "data/raw/kaggle-15/manifest.json").is_file()
+    for dataset in ("youtube-faces-68", "kaggle-15"):
+        meta = json.loads((work / "data/augmented" / dataset / "meta.json").read_text())
+        rows = meta["counts"]["source_rows"]
+        assert rows["train"] + rows["val"] == (4 if dataset == "youtube-faces-68" else 3)
+        assert meta["counts"]["samples"]["train"] == rows["train"] * 5  # 4 copies + original
+        assert (work / "data/augmented" / dataset / "preview.png").is_file()
 
     again = dvc(work, env, "repro")
     assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
@@ -112,7 +118,15 @@ def test_repro_end_to_end_and_stale_only(project):
     third = dvc(work, env, "repro")
     assert third.returncode == 0, third.stderr
     ran = {line.split("'")[1] for line in third.stdout.splitlines() if "Running stage" in line}
+    # Same valid rows, so augmentation is not redone.
     assert ran == {"validate@youtube-faces-68", "validate@kaggle-15"}
+
+    (work / "params.yaml").write_text(
+        (work / "params.yaml").read_text().replace("    kaggle-15: 96", "    kaggle-15: 64")
+    )
+    fourth = dvc(work, env, "repro")
+    ran = {line.split("'")[1] for line in fourth.stdout.splitlines() if "Running stage" in line}
+    assert ran == {"augment@kaggle-15"}
 
 
 def test_unusable_data_stops_the_pipeline_with_one_line(project):
