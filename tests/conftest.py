@@ -131,3 +131,48 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "youtube-faces-68" / "training_frames_keypoints.csv").is_file():
         pytest.skip(f"real data not found at {SHARED_DATA} (set FACEKEYS_SHARED_DATA)")
     return SHARED_DATA
+
+
+def synthetic_face_images(count: int, size: int = 48, seed: int = 0):
+    """Images with a bright dot on each of 68 points that move from image to image: a task a
+    small model can learn in seconds."""
+    rng = np.random.default_rng(seed)
+    base = face_points_68(size, size)
+    images, points = [], []
+    for _ in range(count):
+        pts = np.clip(base + rng.normal(0, size * 0.03, base.shape), 2, size - 3)
+        pts[36, 0], pts[45, 0] = min(pts[36, 0], pts[45, 0] - 4), max(pts[45, 0], pts[36, 0] + 4)
+        image = np.full((size, size), 40, np.uint8)
+        for x, y in np.round(pts).astype(int):
+            image[y - 1 : y + 2, x - 1 : x + 2] = 230
+        images.append(image)
+        points.append(pts.round(2))
+    return images, points
+
+
+@pytest.fixture
+def tiny_augmented(tmp_path: Path) -> Path:
+    """A small augmented youtube68-format data set (train/val/test npz + meta.json)."""
+    from facekeys.augment import AugmentSettings, augment_dataset
+
+    folder = tmp_path / "tiny_images"
+    folder.mkdir()
+    images, points = synthetic_face_images(40)
+    rows = []
+    for k, (image, pts) in enumerate(zip(images, points, strict=True)):
+        name = f"person{k % 10}_{k:02d}.png"
+        cv2.imwrite(str(folder / name), image)
+        rows.append(row68(name, pts))
+    training = write_csv(tmp_path / "tiny_training.csv", HEADER68, rows[:32])
+    test = write_csv(tmp_path / "tiny_test.csv", HEADER68, rows[32:])
+    settings = AugmentSettings(
+        image_size=32, copies=1, val_fraction=0.2, rotate_deg=5, workers=1, preview_samples=2
+    )
+    out = tmp_path / "augmented"
+    augment_dataset(
+        "youtube68",
+        {"training": (training, str(folder)), "test": (test, str(folder))},
+        out,
+        settings,
+    )
+    return out

@@ -1,0 +1,78 @@
+"""DVC stage train@<dataset>: data/augmented/<dataset> -> models/<dataset>/{model.pt,model.json},
+metrics/<dataset>/train.json and train_history.csv, one MLflow run."""
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from facekeys.atomic import write_json
+from facekeys.errors import FacekeysError
+from facekeys.stagekit import dataset_arg, run_stage
+from facekeys.tracking import (
+    MlflowRun,
+    check_reachable,
+    default_tracking_uri,
+    dvc_lock_hashes,
+    git_state,
+    loss_plot,
+)
+from facekeys.train import TrainSettings, train, write_history_csv
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def main(params: dict[str, Any], argv: list[str]) -> None:
+    dataset = dataset_arg(argv, params)
+    section = params.get("train", {})
+    settings = TrainSettings.from_params(section)
+    mlflow_params = section.get("mlflow", {})
+    data_dir = Path("data/augmented") / dataset
+    model_dir, metrics_dir = Path("models") / dataset, Path("metrics") / dataset
+
+    uri = default_tracking_uri(".")
+    try:
+        check_reachable(uri)
+    except FacekeysError as exc:
+        if mlflow_params.get("required", True):
+            raise
+        print(f"warning: {exc}; logging to the local store instead", file=sys.stderr)
+        uri = f"sqlite:///{Path('mlflow.db').resolve()}"
+    local = uri.startswith("sqlite:")
+    tags = {
+        "dataset": dataset,
+        **git_state("."),
+        **dvc_lock_hashes(".", f"augment@{dataset}"),
+        **{f"data.sha256.{n}": sha256(data_dir / n) for n in ("train.npz", "val.npz")},
+    }
+    run = MlflowRun(
+        uri,
+        f"{mlflow_params.get('experiment_prefix', 'facekeys')}-{dataset}",
+        params={"train": section, "augment_meta": str(data_dir / "meta.json")},
+        tags=tags,
+        artifact_root=(Path("mlartifacts").resolve().as_uri() if local else None),
+    )
+    summary = train(
+        data_dir, model_dir, Path("checkpoints") / dataset / "last.pt", settings, logger=run
+    )
+    history = summary.pop("history")
+    write_history_csv(metrics_dir / "train_history.csv", history)
+    loss_plot(history, model_dir / "loss_curves.png")
+    write_json(metrics_dir / "train.json", summary)
+    run.finish(summary, model_dir, model_dir / "loss_curves.png", metrics_dir / "train_history.csv")
+    print(
+        f"models/{dataset}: best val NME {100 * summary['best_val_nme']:.2f}% at epoch "
+        f"{summary['best_epoch']}; {summary['images_per_s']:.0f} images/s; MLflow run "
+        f"{summary['run_id']} in {uri}",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    run_stage("train", main)

@@ -1,0 +1,158 @@
+"""Training behaviour on tiny data: shapes, learning, exact resume after SIGKILL, MLflow."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facekeys.errors import FacekeysError
+from facekeys.models import ARCHITECTURES, build_model
+from facekeys.train import TrainSettings, load_model, train
+
+TINY = TrainSettings(
+    architecture="heatmap", width=8, epochs=6, batch_size=16, lr=0.01, ema_decay=0.9,
+    early_stopping_patience=100, threads=1, warmup_epochs=0.2,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize(("points", "channels", "size"), [(68, 1, 64), (15, 1, 96), (68, 3, 32)])
+def test_output_shapes(architecture, points, channels, size):
+    model = build_model(architecture, points, channels, size, width=8).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(3, channels, size, size))
+    assert out.shape == (3, points, 2)
+    assert torch.isfinite(out).all()
+
+
+def test_tiny_training_lowers_the_loss(tiny_augmented, tmp_path):
+    summary = train(tiny_augmented, tmp_path / "model", tmp_path / "ckpt.pt", TINY)
+    history = summary["history"]
+    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
+    assert summary["best_val_nme"] < history[0]["val_nme"]
+    assert not (tmp_path / "ckpt.pt").exists(), "the checkpoint is removed after success"
+    model, card = load_model(tmp_path / "model")
+    assert card["crop_policy"]["size"] == 32 and card["input"]["mean"] == 0.5
+    state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    assert set(state) == set(model.state_dict())
+
+
+def test_unknown_settings_are_one_line_errors():
+    with pytest.raises(FacekeysError, match="unknown keys"):
+        TrainSettings.from_params({"epochz": 3})
+    with pytest.raises(FacekeysError, match="architecture must be one of"):
+        TrainSettings.from_params({"architecture": "vgg"})
+
+
+RUNNER = """
+import sys, dataclasses, json
+from facekeys.train import TrainSettings, train
+settings = TrainSettings(**json.loads(sys.argv[4]))
+train(sys.argv[1], sys.argv[2], sys.argv[3], settings, log=lambda line: None)
+"""
+
+
+def run_training(data: Path, out: Path, ckpt: Path, settings: TrainSettings) -> subprocess.Popen:
+    args = [str(data), str(out), str(ckpt), json.dumps(dataclasses.asdict(settings))]
+    return subprocess.Popen([sys.executable, "-c", RUNNER, *args], stderr=subprocess.PIPE)
+
+
+def test_sigkill_then_resume_gives_the_same_weights(tiny_augmented, tmp_path):
+    settings = dataclasses.replace(TINY, epochs=8)
+    clean = run_training(tiny_augmented, tmp_path / "clean", tmp_path / "clean.pt", settings)
+    assert clean.wait(timeout=300) == 0, clean.stderr.read().decode()
+
+    killed = run_training(tiny_augmented, tmp_path / "resumed", tmp_path / "ckpt.pt", settings)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "ckpt.pt").exists():  # the first epoch's checkpoint
+        assert killed.poll() is None and time.monotonic() < deadline, "finished before the kill"
+        time.sleep(0.01)
+    time.sleep(0.3)  # into a later epoch
+    os.kill(killed.pid, signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL
+    saved_epoch = torch.load(tmp_path / "ckpt.pt", weights_only=True)["epoch"]
+    assert saved_epoch < settings.epochs - 1, "killed too late to test a resume"
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+
+    resumed = run_training(tiny_augmented, tmp_path / "resumed", tmp_path / "ckpt.pt", settings)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    a = torch.load(tmp_path / "clean" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_checkpoint_of_another_config_is_not_resumed(tiny_augmented, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    first = dataclasses.replace(TINY, epochs=2)
+    run_training(tiny_augmented, tmp_path / "a", ckpt, first).wait(timeout=300)
+    # An interrupted run of a different config leaves a checkpoint behind...
+    torch.save({"config_hash": "something-else", "epoch": 1}, ckpt)
+    summary = train(tiny_augmented, tmp_path / "b", ckpt, first, log=lambda line: None)
+    assert summary["epochs_run"] == 2  # ...which is ignored: training starts afresh
+
+
+def test_mlflow_run_in_a_temporary_sqlite_store(tiny_augmented, tmp_path, monkeypatch):
+    import mlflow
+
+    from facekeys.tracking import MlflowRun, loss_plot
+    from facekeys.train import write_history_csv
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = MlflowRun(
+        uri,
+        "facekeys-test",
+        params={"train": dataclasses.asdict(TINY)},
+        tags={"git_commit": "abc"},
+        artifact_root=(tmp_path / "artifacts").as_uri(),
+    )
+    summary = train(tiny_augmented, tmp_path / "model", tmp_path / "ckpt.pt", TINY, logger=run)
+    history = summary.pop("history")
+    write_history_csv(tmp_path / "history.csv", history)
+    loss_plot(history, tmp_path / "loss.png")
+    run.finish(summary, tmp_path / "model", tmp_path / "loss.png", tmp_path / "history.csv")
+
+    client = mlflow.tracking.MlflowClient(uri)
+    stored = client.get_run(run.run_id)
+    assert stored.data.params["train.architecture"] == "heatmap"
+    assert stored.data.tags["git_commit"] == "abc"
+    nme = client.get_metric_history(run.run_id, "val_nme")
+    assert [m.step for m in nme] == list(range(1, TINY.epochs + 1))
+    artifacts = {a.path for a in client.list_artifacts(run.run_id)}
+    assert {"loss.png", "history.csv", "model.json"} <= artifacts
+
+    mlflow.set_tracking_uri(uri)
+    model_uri = f"runs:/{run.run_id}/model"
+    loaded = mlflow.pyfunc.load_model(model_uri)
+    batch = np.random.default_rng(0).integers(0, 255, (3, 32, 32), dtype=np.uint8)
+    out = loaded.predict(batch)  # the input example had 2 images; 3 must work too
+    assert out.shape == (3, 68, 2) and out.dtype == np.float32
+    reference, _ = load_model(tmp_path / "model")
+    from facekeys.train import prepare_batch
+
+    with torch.no_grad():
+        expected = reference(
+            prepare_batch(torch.from_numpy(batch).unsqueeze(1), torch.device("cpu"), False)
+        )
+    assert np.allclose(out, expected.numpy() * 32, atol=1e-4)
+
+
+def test_unreachable_tracking_server_fails_fast():
+    from facekeys.tracking import check_reachable
+
+    start = time.monotonic()
+    with pytest.raises(FacekeysError, match="unreachable"):
+        check_reachable("http://127.0.0.1:9", timeout_s=2)
+    assert time.monotonic() - start < 10
