@@ -67,16 +67,22 @@ class AugmentSettings:
     pad_value: int = 0
     workers: int = 0
     preview_samples: int = 16
+    # Where the source labels put a pixel's centre: 0.5 means pixel i spans [i, i + 1) (its
+    # centre is i + 0.5); internally centres lie on integers, so labels are shifted by this.
+    label_pixel_offset: float = 0.5
 
     @classmethod
     def from_params(cls, params: dict[str, Any], dataset: str) -> AugmentSettings:
-        """Reads the section; ``image_size`` may be a number or a mapping per data set."""
+        """Reads the section; ``image_size`` and ``label_pixel_offset`` may be a number or a
+        mapping per data set."""
         params = dict(params)
+        for key in ("image_size", "label_pixel_offset"):
+            value = params.get(key)
+            if isinstance(value, dict):
+                if dataset not in value:
+                    raise FacekeysError(f"params.yaml: augment.{key} has no entry for {dataset}")
+                params[key] = value[dataset]
         size = params.pop("image_size", cls.image_size)
-        if isinstance(size, dict):
-            if dataset not in size:
-                raise FacekeysError(f"params.yaml: augment.image_size has no entry for {dataset}")
-            size = size[dataset]
         unknown = set(params) - set(cls.__dataclass_fields__)
         if unknown:
             raise FacekeysError(f"params.yaml: augment: unknown keys {sorted(unknown)}")
@@ -262,7 +268,7 @@ def _samples_for(index: int) -> dict[str, np.ndarray]:
         )
     policy = CropPolicy(size=size, pad_value=s.pad_value)
     base = whole_image_matrix(image.shape[1], image.shape[0], policy)
-    points = rows.points[index]
+    points = rows.points[index] - s.label_pixel_offset
     present = ~np.isnan(points).any(axis=1)
     base_points = apply_to_points(base, points)
     inside = present & _inside(base_points, size)
@@ -516,7 +522,8 @@ def augment_dataset(
         "color": settings.color,
         "crop_policy": policy.to_dict(),
         "coordinates": "model-input pixels, pixel centres on integers; to_crop maps original "
-        "image pixels to them",
+        "image pixels (centres on integers) to them; source label = that + label_pixel_offset",
+        "label_pixel_offset": settings.label_pixel_offset,
         "keypoints": {
             "num_points": fmt.num_points,
             "names": list(fmt.point_names),

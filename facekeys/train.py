@@ -412,6 +412,7 @@ def train(
         },
         "output": "(N, P, 2) coordinates as fractions of the input side; pixel x = value * size",
         "crop_policy": meta["crop_policy"],
+        "label_pixel_offset": meta.get("label_pixel_offset", 0.0),
         "keypoints": meta["keypoints"],
         "resolved_config": config,
         "config_hash": digest,
