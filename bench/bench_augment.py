@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import timed
 
 RUN = """
 import json, sys
@@ -34,17 +35,6 @@ meta = augment_dataset("youtube68", {
 }, sys.argv[4], settings)
 print(json.dumps(meta["counts"]["samples"]))
 """
-
-
-def timed(cmd: list[str]) -> tuple[float, float, str]:
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    out = proc.stdout.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"benchmark command failed: {' '.join(cmd[:3])}")
-    return seconds, usage.ru_maxrss / 1024, out
 
 
 def main() -> None:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import timed
 
 BASELINE = """
 import sys, cv2, numpy as np, pandas as pd
@@ -29,17 +30,6 @@ if len(sys.argv) > 2:
         data = open(sys.argv[2] + "/" + name, "rb").read()
         assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is not None
 """
-
-
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Runs ``cmd``; returns wall seconds and the child's peak RSS in MB."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"benchmark command failed: {' '.join(cmd)}\n{proc.stderr.read().decode()}")
-    return seconds, usage.ru_maxrss / 1024
 
 
 def goal(name: str, seconds: float) -> str:
@@ -72,8 +62,8 @@ def main() -> None:
         ]  # fmt: skip
         print(f"# cpus={os.cpu_count()} python={sys.version.split()[0]}")
         for name, rows, baseline_cmd, cmd in cases:
-            base_s, base_mb = timed(baseline_cmd)
-            seconds, peak_mb = timed(cmd)
+            base_s, base_mb, _ = timed(baseline_cmd)
+            seconds, peak_mb, _ = timed(cmd)
             print(
                 f"{name}: rows={rows} seconds={seconds:.2f} rows_per_s={rows / seconds:.0f} "
                 f"peak_rss_mb={peak_mb:.0f} | baseline_naive_load seconds={base_s:.2f} "

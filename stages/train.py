@@ -1,12 +1,11 @@
 """DVC stage train@<dataset>: data/augmented/<dataset> -> models/<dataset>/{model.pt,model.json},
 metrics/<dataset>/train.json and train_history.csv, one MLflow run."""
 
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any
 
-from facekeys.atomic import write_json
+from facekeys.atomic import sha256_file, write_json
 from facekeys.errors import FacekeysError
 from facekeys.stagekit import dataset_arg, run_stage
 from facekeys.tracking import (
@@ -18,14 +17,6 @@ from facekeys.tracking import (
     loss_plot,
 )
 from facekeys.train import TrainSettings, train, write_history_csv
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
@@ -49,7 +40,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         "dataset": dataset,
         **git_state("."),
         **dvc_lock_hashes(".", f"augment@{dataset}"),
-        **{f"data.sha256.{n}": sha256(data_dir / n) for n in ("train.npz", "val.npz")},
+        **{f"data.sha256.{n}": sha256_file(data_dir / n) for n in ("train.npz", "val.npz")},
     }
     run = MlflowRun(
         uri,

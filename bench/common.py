@@ -1,0 +1,26 @@
+"""What the benchmarks share: timing a command in a fresh process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def timed(cmd: list[str]) -> tuple[float, float, str]:
+    """Runs ``cmd`` in a fresh process; returns wall seconds, that process's peak RSS in MB and
+    its stdout. Output goes through files (not pipes) so ``wait4`` can reap the child and read
+    its own resource usage without a pipe filling up. Exits with its stderr when it fails."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            sys.exit(f"benchmark command failed: {' '.join(cmd[:4])}\n{err.read()[-2000:]}")
+        return seconds, usage.ru_maxrss / 1024, out.read()
