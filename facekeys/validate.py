@@ -46,7 +46,9 @@ from facekeys.schemes import (
     youtube68_header_variants,
 )
 
-_DIGITS_AND_SPACES = re.compile(r"[0-9\s]+")  # numpy's sep=" " takes any whitespace
+# numpy's sep=" " accepts any whitespace between values; values beyond int64 saturate at its
+# maximum, so the range check below refuses them too.
+_DIGITS_AND_SPACES = re.compile(r"[0-9\s]+")
 _ASCII_INTEGER = re.compile(r"[0-9]+")
 
 
@@ -136,8 +138,14 @@ def check_schema(fmt: CsvFormat, records: CsvRecords) -> _Schema:
             )
         if header[1:] not in youtube68_header_variants():
             bad = next(
-                (i, h) for i, h in enumerate(header[1:], 1) if h not in {str(i - 1), _xy(i - 1)}
+                ((i, h) for i, h in enumerate(header[1:], 1) if h not in {str(i - 1), _xy(i - 1)}),
+                None,
             )
+            if bad is None:
+                raise DataUnusableError(
+                    f"{path}: wrong schema for youtube68: coordinate headers mix 0..135 and "
+                    "x0,y0,... naming; use one of them"
+                )
             raise DataUnusableError(
                 f"{path}: wrong schema for youtube68: column {bad[0] + 1} is {bad[1]!r}, expected "
                 f"{str(bad[0] - 1)!r} or {_xy(bad[0] - 1)!r}"
@@ -232,6 +240,8 @@ def _image_file_checks(
             status[i] = "ok"
         except ImageProblem as problem:
             status[i], detail[i] = problem.code, problem.detail
+        except Exception as exc:  # a decoder failure we did not foresee stays one row's problem
+            status[i], detail[i] = "image_corrupt", f"decoder error: {type(exc).__name__}: {exc}"
 
     workers = settings.workers or os.cpu_count() or 1
     todo = [i for i, n in enumerate(names) if n is not None]

@@ -56,6 +56,7 @@ def test_optional_point_half_present(tiny_kaggle, tmp_path):
         ("", "image_pixels_missing"),
         (" ".join(["1"] * 9215 + ["\u0663"]), "image_pixel_value"),  # an Arabic-Indic digit
         ("\t".join(["7"] * 9216), "ok"),  # any whitespace separates, as in numpy
+        (" ".join(["1"] * 9215 + ["18446744073709551617"]), "image_pixel_value"),  # > int64
     ],
 )
 def test_image_column(tiny_kaggle, tmp_path, pixels, code):

@@ -249,6 +249,15 @@ def test_named_xy_header_accepted(tiny68, tmp_path):
     assert run(csv_path, folder, tmp_path / "out")["rows_valid"] == 1
 
 
+def test_mixed_header_naming_is_unusable(tiny68, tmp_path):
+    csv_path, folder = tiny68()
+    # Every column valid in one naming or the other: x0, 1, x1, 3, ...
+    header = ["name", *(str(i) if i % 2 else f"x{i // 2}" for i in range(136))]
+    write_csv(csv_path, header, [row68("a.png", face_points_68())])
+    with pytest.raises(DataUnusableError, match=r"mix 0\.\.135 and x0,y0"):
+        run(csv_path, folder, tmp_path / "out")
+
+
 def test_wrong_schema_is_unusable(tiny68, tmp_path):
     csv_path, folder = tiny68()
     write_csv(csv_path, ["name", "x", "y"], [["a.png", "1", "2"]])
