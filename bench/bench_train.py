@@ -1,12 +1,15 @@
-"""Accuracy and speed of a trained model on the untouched test split.
+"""Accuracy and speed of the trained models, through the one prediction path.
 
-For each data set with a trained model in models/<dataset>/ this prints one line: test NME (mean
-point error / outer-eye-corner distance for 68-pt; eye-centre distance for Kaggle), Kaggle RMSE in
-pixels of the 96x96 crops, the same for a mean-shape baseline scored in the same run (the mean
-training shape placed in the crop), and the training throughput, FLOPs and peak memory from
-metrics/<dataset>/train.json. The crop is the whole test image (no ground truth used to crop).
+For each data set with a trained model in models/<dataset>/ this prints one line: NME (mean point
+error / distance between the format's eye pair: outer eye corners 36/45 for 68-pt, eye centres
+for Kaggle) on the untouched test split and on the identity-split validation rows (new people),
+RMSE in original pixels (for Kaggle: the 96x96 crops, Kaggle's metric), the same for a mean-shape
+baseline scored in the same run (the mean training shape placed in the whole-image crop), and the
+training throughput, FLOPs and peak memory from metrics/<dataset>/train.json. Each image is
+predicted with the whole image as the face box (no ground truth used to crop), by
+facekeys.predict.KeypointPredictor: first model, then the refinement model where there is one.
 
-Usage: python bench/bench_train.py [--flip] (--flip also averages with the mirrored image)
+Usage: python bench/bench_train.py [--datasets ...] [--first-only]
 Goals (issue 4): youtube-faces-68 test NME <= 4.0 %, kaggle-15 RMSE <= 1.5 px, peak memory < 4 GB,
 within 30 minutes of training on 2 CPU cores.
 """
@@ -22,42 +25,30 @@ import numpy as np
 import torch
 
 from facekeys.augment import load_npz
-from facekeys.schemes import FLIP_PERMUTATION, FORMATS
-from facekeys.train import load_model, prepare_batch
+from facekeys.crop import apply_to_points
+from facekeys.datasets import DATASETS
+from facekeys.evaluate import load_labelled, nme_per_image, rmse
+from facekeys.predict import KeypointPredictor
+from facekeys.schemes import FORMATS
 
 
-def predict(model: torch.nn.Module, images: np.ndarray, flip: bool, perm: list[int]) -> np.ndarray:
-    """Model-input pixel coordinates for uint8 crops; optionally averaged with the mirror image."""
-    size = images.shape[1]
+def mean_shape_baseline(predictor: KeypointPredictor, data_dir: Path, images) -> np.ndarray:
+    """The mean plain-crop training shape, mapped back into each image through its crop."""
+    train = load_npz(data_dir / "train.npz")
+    plain = train["copy"] == 0
+    w = train["mask"][plain][..., None]
+    mean_shape = (train["points"][plain] * w).sum(0) / np.maximum(w.sum(0), 1)
     out = []
-    with torch.no_grad():
-        for start in range(0, len(images), 128):
-            x = prepare_batch(torch.from_numpy(images[start : start + 128]).unsqueeze(1),
-                              torch.device("cpu"), False)  # fmt: skip
-            pred = model(x).float().numpy() * size
-            if flip:
-                mirrored = model(torch.flip(x, dims=[-1])).float().numpy() * size
-                mirrored[..., 0] = size - 1 - mirrored[..., 0]
-                pred = (pred + mirrored[:, perm]) / 2
-            out.append(pred)
-    return np.concatenate(out)
-
-
-def nme(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, pair: tuple[int, int]) -> float:
-    err = np.linalg.norm(pred - target, axis=-1)
-    per = (err * mask).sum(-1) / mask.sum(-1)
-    return float(np.mean(per / np.linalg.norm(target[:, pair[0]] - target[:, pair[1]], axis=-1)))
-
-
-def rmse(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
-    sq = ((pred - target) ** 2) * mask[..., None]
-    return float(np.sqrt(sq.sum() / (2 * mask.sum())))
+    for image in images:
+        matrix = predictor.first.crop_matrix(image.shape, None)
+        out.append(apply_to_points(np.linalg.inv(matrix), mean_shape))
+    return np.stack(out)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flip", action="store_true", help="average with the mirrored image")
     parser.add_argument("--datasets", nargs="*", default=["youtube-faces-68", "kaggle-15"])
+    parser.add_argument("--first-only", action="store_true", help="skip the refinement model")
     args = parser.parse_args()
     torch.set_num_threads(2)
     for dataset in args.datasets:
@@ -65,37 +56,51 @@ def main() -> None:
         if not (model_dir / "model.pt").is_file():
             print(f"{dataset}: no trained model in {model_dir}", file=sys.stderr)
             continue
-        model, card = load_model(model_dir)
-        fmt = FORMATS[card["format"]]
-        test = load_npz(Path("data/augmented") / dataset / "test.npz")
-        train = load_npz(Path("data/augmented") / dataset / "train.npz")
-        perm = list(FLIP_PERMUTATION[card["format"]])
-        pred = predict(model, test["images"], args.flip, perm)
-        target, mask = test["points"], test["mask"]
-        # Mean-shape baseline: the mean plain training crop shape, per point, over labelled rows.
-        plain = train["copy"] == 0
-        w = train["mask"][plain][..., None]
-        mean_shape = (train["points"][plain] * w).sum(0) / np.maximum(w.sum(0), 1)
-        baseline = np.broadcast_to(mean_shape, pred.shape)
-        # Crops are similarity transforms of the images, so NME is the same in original pixels.
-        scale = np.abs(test["to_crop"][:, 0, 0])[:, None, None]  # crop px per original px
+        predictor = KeypointPredictor.from_dir(model_dir)
+        if args.first_only:
+            predictor.refine = None
+        fmt_name = predictor.card["format"]
+        pair = FORMATS[fmt_name].eye_pair
+        layout = DATASETS[dataset]
+        raw, validated = Path("data/raw") / dataset, Path("data/validated") / dataset
+        data_dir = Path("data/augmented") / dataset
+        val_rows = load_npz(data_dir / "val.npz")["source_index"]
+        line = f"{dataset}: refine={predictor.refine is not None}"
+        for label, split, indices in (
+            ("test", "test", None),
+            ("val_new_people", "training", val_rows),
+        ):
+            files = layout.splits[split]
+            data = load_labelled(
+                fmt_name, validated / split / "valid.csv",
+                raw / files.images if files.images else None,
+                predictor.label_pixel_offset, indices,
+            )  # fmt: skip
+            pred = predictor.predict(data.images)
+            base = mean_shape_baseline(predictor, data_dir, data.images)
+            nme, base_nme = (np.nanmean(nme_per_image(p, data.points, pair)) for p in (pred, base))
+            line += (
+                f" | {label} n={len(pred)} nme={100 * nme:.2f}%"
+                f" rmse_px={rmse(pred, data.points):.3f}"
+                f" mean_shape_nme={100 * base_nme:.2f}%"
+                f" mean_shape_rmse_px={rmse(base, data.points):.3f}"
+            )
         stats = json.loads((Path("metrics") / dataset / "train.json").read_text())
-        line = (
-            f"{dataset}: test_images={len(pred)} flip_average={args.flip} "
-            f"nme={100 * nme(pred, target, mask, fmt.eye_pair):.2f}% "
-            f"rmse_px_original={rmse(pred / scale, target / scale, mask):.3f}"
-        )
+        minutes = stats.get("train_seconds_total", stats["train_seconds"]) / 60
         line += (
-            f" | mean_shape_baseline nme={100 * nme(baseline, target, mask, fmt.eye_pair):.2f}%"
-            f" rmse_px_original={rmse(baseline / scale, target / scale, mask):.3f}"
-        )
-        line += (
-            f" | train: epochs={stats['epochs_run']} minutes={stats['train_seconds'] / 60:.1f} "
+            f" | train: epochs={stats['epochs_run']} minutes_total={minutes:.1f} "
             f"images_per_s={stats['images_per_s']:.0f} gflop_per_image_fwd="
             f"{stats['model_gflop_per_image_forward']:.3f} achieved_gflop_per_s="
             f"{stats['training_gflop_per_s_estimate']:.0f} matmul_peak_gflop_per_s="
             f"{stats['machine_matmul_gflop_per_s']:.0f} peak_rss_mb={stats['peak_rss_mb']:.0f}"
         )
+        if "refine" in stats:
+            r = stats["refine"]
+            line += (
+                f" refine_epochs={r['epochs_run']} refine_images_per_s={r['images_per_s']:.0f} "
+                f"refine_gflop_per_image_fwd={r['model_gflop_per_image_forward']:.3f} "
+                f"refine_peak_rss_mb={r['peak_rss_mb']:.0f}"
+            )
         print(line)
 
 

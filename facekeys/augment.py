@@ -20,7 +20,7 @@ import re
 import sys
 import zipfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -31,6 +31,8 @@ from facekeys.crop import (
     CropPolicy,
     apply_to_points,
     jitter_matrix,
+    keypoint_box,
+    square_crop_matrix,
     warp,
     whole_image_matrix,
 )
@@ -70,12 +72,18 @@ class AugmentSettings:
     # Where the source labels put a pixel's centre: 0.5 means pixel i spans [i, i + 1) (its
     # centre is i + 0.5); internally centres lie on integers, so labels are shifted by this.
     label_pixel_offset: float = 0.5
+    # The crop's face box: the whole image (first stage), or the box around the labelled
+    # keypoints (refinement stage: at prediction time, the box of the first stage's points),
+    # widened by ``margin`` of its longer side on each side.
+    face_box: str = "whole_image"
+    margin: float = 0.0
 
     @classmethod
     def from_params(cls, params: dict[str, Any], dataset: str) -> AugmentSettings:
         """Reads the section; ``image_size`` and ``label_pixel_offset`` may be a number or a
-        mapping per data set."""
+        mapping per data set. ``refine`` is read by ``refine_from_params``."""
         params = dict(params)
+        params.pop("refine", None)
         for key in ("image_size", "label_pixel_offset"):
             value = params.get(key)
             if isinstance(value, dict):
@@ -93,9 +101,34 @@ class AugmentSettings:
         settings.check()
         return settings
 
+    @classmethod
+    def refine_from_params(cls, params: dict[str, Any], dataset: str) -> AugmentSettings | None:
+        """Settings of the refinement stage's data: the first stage's, with the keys under
+        ``refine.<dataset>`` replaced and the crop around the keypoints; None where that entry
+        is missing or null (no refinement stage for the data set)."""
+        overrides = (params.get("refine") or {}).get(dataset)
+        if not overrides:
+            return None
+        if not isinstance(overrides, dict):
+            raise FacekeysError(f"params.yaml: augment.refine.{dataset} must be a mapping or null")
+        base = cls.from_params(params, dataset)
+        unknown = set(overrides) - set(cls.__dataclass_fields__) - {"face_box"}
+        if unknown:
+            raise FacekeysError(
+                f"params.yaml: augment.refine.{dataset}: unknown keys {sorted(unknown)}"
+            )
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        settings = replace(base, face_box="keypoints", **values)
+        settings.check()
+        return settings
+
     def check(self) -> None:
         """Raises FacekeysError on values that cannot work."""
         problems = []
+        if self.face_box not in ("whole_image", "keypoints"):
+            problems.append(f"face_box must be whole_image or keypoints, not {self.face_box!r}")
+        if not 0.0 <= self.margin <= 2.0:
+            problems.append(f"margin {self.margin} outside 0..2")
         if self.color not in ("gray", "rgb"):
             problems.append(f"color must be gray or rgb, not {self.color!r}")
         if self.out_of_frame not in ("resample", "mask"):
@@ -266,10 +299,18 @@ def _samples_for(index: int) -> dict[str, np.ndarray]:
         image = to_model_color(
             load_image(rows.images_dir, rows.names[index], ImageLimits()), s.color
         )
-    policy = CropPolicy(size=size, pad_value=s.pad_value)
-    base = whole_image_matrix(image.shape[1], image.shape[0], policy)
     points = rows.points[index] - s.label_pixel_offset
     present = ~np.isnan(points).any(axis=1)
+    if s.face_box == "keypoints":
+        if present.sum() < 2:
+            raise FacekeysError(
+                f"{rows.names[index]}: {int(present.sum())} labelled points; a keypoint crop "
+                "needs at least 2 (disable augment.refine for this data set)"
+            )
+        base = square_crop_matrix(keypoint_box(points), size, s.margin)
+    else:
+        policy = CropPolicy(size=size, margin=s.margin, pad_value=s.pad_value)
+        base = whole_image_matrix(image.shape[1], image.shape[0], policy)
     base_points = apply_to_points(base, points)
     inside = present & _inside(base_points, size)
 
@@ -512,7 +553,12 @@ def augment_dataset(
             fmt_name, test, np.arange(len(test.names)), settings, False, 2, "crop test"
         ),
     }
-    policy = CropPolicy(size=settings.image_size, pad_value=settings.pad_value)
+    policy = CropPolicy(
+        size=settings.image_size,
+        face_box=settings.face_box,
+        margin=settings.margin,
+        pad_value=settings.pad_value,
+    )
     train = built["train"]
     augmented = train["copy"] > (0 if settings.include_original else -1)
     meta = {

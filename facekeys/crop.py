@@ -24,7 +24,8 @@ class CropPolicy:
 
     Attributes:
         size: Side of the square model input, pixels.
-        face_box: ``whole_image`` (the data sets) or ``detector`` (photos: a face detector box).
+        face_box: ``whole_image`` (the data sets), ``detector`` (photos: a face detector box) or
+            ``keypoints`` (the box around keypoints a first model predicted: refinement).
         margin: Extra context on each side, as a fraction of the box's longer side.
         pad_value: Gray value of the padding where the square leaves the image.
     """
@@ -55,6 +56,21 @@ def square_crop_matrix(
     half = (size - 1) / 2.0
     return np.array(
         [[scale, 0.0, half - scale * cx], [0.0, scale, half - scale * cy], [0.0, 0.0, 1.0]]
+    )
+
+
+def keypoint_box(points: np.ndarray) -> tuple[float, float, float, float]:
+    """The ``(x, y, width, height)`` box spanned by ``(P, 2)`` pixel-centre points (NaN ignored),
+    in the edge convention of ``square_crop_matrix`` (its centre is the points' box centre)."""
+    present = points[~np.isnan(points).any(axis=1)]
+    if len(present) < 2:
+        raise ValueError("a keypoint box needs at least two points")
+    low, high = present.min(axis=0), present.max(axis=0)
+    return (
+        float(low[0] + 0.5),
+        float(low[1] + 0.5),
+        float(high[0] - low[0]),
+        float(high[1] - low[1]),
     )
 
 

@@ -204,21 +204,28 @@ def _requirements() -> list[str]:
     return pins
 
 
-def loss_plot(history: list[dict[str, float]], path: Path) -> None:
+def loss_plot(history: list[dict[str, Any]], path: Path) -> None:
     """Loss curves and validation NME per epoch, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [h["epoch"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [h["train_loss"] for h in history], label="train loss")
-    left.plot(epochs, [h["val_loss"] for h in history], label="val loss")
+    stages = list(dict.fromkeys(h.get("stage", "first") for h in history))
+    for k, stage in enumerate(stages):
+        rows = [h for h in history if h.get("stage", "first") == stage]
+        epochs = [h["epoch"] for h in rows]
+        suffix = "" if len(stages) == 1 else f" ({stage})"
+        left.plot(epochs, [h["train_loss"] for h in rows], f"C{2 * k}-", label="train" + suffix)
+        left.plot(epochs, [h["val_loss"] for h in rows], f"C{2 * k}--", label="val" + suffix)
+        right.plot(epochs, [100 * h["val_nme"] for h in rows], f"C{2 * k + 1}", label=stage)
     left.set_xlabel("epoch")
+    left.set_ylabel("loss")
     left.set_yscale("log")
     left.legend()
-    right.plot(epochs, [100 * h["val_nme"] for h in history], color="C2")
+    if len(stages) > 1:
+        right.legend(title="model (refine: on crops around labelled points)")
     right.set_xlabel("epoch")
     right.set_ylabel("val NME (% of outer-eye distance)")
     right.grid(alpha=0.3)

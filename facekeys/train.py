@@ -18,7 +18,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,21 @@ class TrainSettings:
     def from_params(cls, params: dict[str, Any]) -> TrainSettings:
         """Builds settings from the ``train`` section; unknown keys are an error."""
         known = set(cls.__dataclass_fields__)
-        unknown = set(params) - known - {"mlflow"}
+        unknown = set(params) - known - {"mlflow", "refine"}
         if unknown:
             raise FacekeysError(f"params.yaml: train: unknown keys {sorted(unknown)}")
         settings = cls(**{k: v for k, v in params.items() if k in known})
+        settings.check()
+        return settings
+
+    @classmethod
+    def refine_from_params(cls, params: dict[str, Any]) -> TrainSettings:
+        """Settings of the refinement model: the section's, with ``train.refine`` keys replaced."""
+        overrides = params.get("refine") or {}
+        unknown = set(overrides) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise FacekeysError(f"params.yaml: train.refine: unknown keys {sorted(unknown)}")
+        settings = replace(cls.from_params(params), **overrides)
         settings.check()
         return settings
 
@@ -225,6 +236,21 @@ class EpochLogger:
         pass
 
 
+class PrefixedLogger(EpochLogger):
+    """Logs a second training into a run already started by ``inner``, metric names prefixed."""
+
+    def __init__(self, inner: EpochLogger, prefix: str, run_id: str | None) -> None:
+        self.inner, self.prefix, self.run_id = inner, prefix, run_id
+
+    def start(self, resumed_run_id: str | None) -> str | None:
+        return self.run_id
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.inner.epoch(
+            epoch, {(k if k == "epoch" else f"{self.prefix}{k}"): v for k, v in metrics.items()}
+        )
+
+
 def train(
     data_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -232,11 +258,13 @@ def train(
     settings: TrainSettings,
     logger: EpochLogger | None = None,
     log: Callable[[str], None] | None = None,
+    keep_finished_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Trains on ``data_dir/{train,val}.npz`` and writes ``model.pt`` and ``model.json``.
 
     Resumes from ``checkpoint_path`` when it exists and was written for the same config;
-    deletes it after a successful run.
+    deletes it after a successful run, or, with ``keep_finished_checkpoint``, marks it finished
+    so that a rerun (after a later step failed) writes the same model without training again.
 
     Returns:
         The training summary (also the basis of ``metrics/<dataset>/train.json``).
@@ -288,6 +316,11 @@ def train(
 
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        if state.get("config_hash") == digest and state.get("finished"):
+            # A later step of the same stage failed after this training had finished.
+            log(f"{checkpoint_path}: finished for this config; writing its model again")
+            _write_model(out_dir, state["best_state"], state["model_card"])
+            return state["summary"]
         if state.get("config_hash") == digest:
             model.load_state_dict(state["model"])
             ema.load_state_dict(state["ema"])
@@ -394,9 +427,6 @@ def train(
 
     if best_state is None:
         raise FacekeysError("training ran no epoch")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out_dir / "model.pt", "wb") as handle:
-        torch.save({k: v.cpu() for k, v in best_state.items()}, handle)
     model_card = {
         "architecture": settings.architecture,
         "width": settings.width,
@@ -417,7 +447,7 @@ def train(
         "resolved_config": config,
         "config_hash": digest,
     }
-    write_json(out_dir / "model.json", model_card)
+    _write_model(out_dir, best_state, model_card)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {
         "best_epoch": best["epoch"],
@@ -438,8 +468,30 @@ def train(
         "history": history,
         "run_id": run_id,
     }
-    checkpoint_path.unlink(missing_ok=True)
+    if keep_finished_checkpoint:
+        with atomic_file(checkpoint_path, "wb") as handle:
+            torch.save(
+                {
+                    "config_hash": digest,
+                    "finished": True,
+                    "best_state": best_state,
+                    "model_card": model_card,
+                    "summary": summary,
+                },
+                handle,
+            )
+    else:
+        checkpoint_path.unlink(missing_ok=True)
     return summary
+
+
+def _write_model(
+    out_dir: Path, best_state: dict[str, torch.Tensor], model_card: dict[str, Any]
+) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out_dir / "model.pt", "wb") as handle:
+        torch.save({k: v.cpu() for k, v in best_state.items()}, handle)
+    write_json(out_dir / "model.json", model_card)
 
 
 @torch.no_grad()
@@ -475,10 +527,12 @@ def load_model_files(
     return model.eval(), card
 
 
-def write_history_csv(path: str | os.PathLike[str], history: list[dict[str, float]]) -> None:
-    """Per-epoch rows for ``dvc plots``."""
+def write_history_csv(path: str | os.PathLike[str], history: list[dict[str, Any]]) -> None:
+    """Per-epoch rows for ``dvc plots``; ``stage`` says which model (first or refine) the row
+    belongs to (refinement epochs continue the first model's numbering)."""
     keys = ["epoch", "train_loss", "val_loss", "val_nme", "lr", "images_per_s", "seconds"]
     with atomic_file(path, "w", encoding="utf-8") as handle:
-        handle.write(",".join(keys) + "\n")
+        handle.write(",".join([*keys, "stage"]) + "\n")
         for row in history:
-            handle.write(",".join(f"{row[k]:.6g}" for k in keys) + "\n")
+            cells = [f"{row[k]:.6g}" for k in keys] + [str(row.get("stage", "first"))]
+            handle.write(",".join(cells) + "\n")

@@ -1,5 +1,6 @@
 """DVC stage augment@<dataset>: validated rows -> data/augmented/<dataset>/{train,val,test}.npz,
-meta.json and preview.png."""
+meta.json and preview.png; with augment.refine.<dataset> set, the same under refine/ with crops
+around the labelled keypoints."""
 
 import sys
 from pathlib import Path
@@ -18,13 +19,16 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         split: (validated / split / "valid.csv", raw / files.images if files.images else None)
         for split, files in layout.splits.items()
     }
+    section = params.get("augment", {})
+    out_dir = Path("data/augmented") / dataset
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     augment_dataset(
-        layout.format,
-        splits,
-        Path("data/augmented") / dataset,
-        AugmentSettings.from_params(params.get("augment", {}), dataset),
-        log=lambda line: print(line, file=sys.stderr),
+        layout.format, splits, out_dir, AugmentSettings.from_params(section, dataset), log=log
     )
+    refine = AugmentSettings.refine_from_params(section, dataset)
+    if refine is not None:
+        # Crops around the labelled keypoints for the refinement model (see facekeys.predict).
+        augment_dataset(layout.format, splits, out_dir / "refine", refine, log=log)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""DVC stage train@<dataset>: data/augmented/<dataset> -> models/<dataset>/{model.pt,model.json},
-metrics/<dataset>/train.json and train_history.csv, one MLflow run."""
+"""DVC stage train@<dataset>: data/augmented/<dataset> -> models/<dataset>/{model.pt,model.json}
+(and models/<dataset>/refine/ where the data set has refinement data), metrics/<dataset>/
+train.json and train_history.csv, one MLflow run."""
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from facekeys.tracking import (
     git_state,
     loss_plot,
 )
-from facekeys.train import TrainSettings, train, write_history_csv
+from facekeys.train import PrefixedLogger, TrainSettings, train, write_history_csv
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
@@ -25,7 +27,11 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     settings = TrainSettings.from_params(section)
     mlflow_params = section.get("mlflow", {})
     data_dir = Path("data/augmented") / dataset
+    refine_dir = data_dir / "refine"
+    has_refine = (refine_dir / "meta.json").is_file()
+    refine_settings = TrainSettings.refine_from_params(section) if has_refine else None
     model_dir, metrics_dir = Path("models") / dataset, Path("metrics") / dataset
+    checkpoints = Path("checkpoints") / dataset
 
     uri = default_tracking_uri(".")
     try:
@@ -36,11 +42,13 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         print(f"warning: {exc}; logging to the local store instead", file=sys.stderr)
         uri = f"sqlite:///{Path('mlflow.db').resolve()}"
     local = uri.startswith("sqlite:")
+    arrays = [Path(n) for n in ("train.npz", "val.npz")]
+    arrays += [Path("refine") / n for n in arrays] if has_refine else []
     tags = {
         "dataset": dataset,
         **git_state("."),
         **dvc_lock_hashes(".", f"augment@{dataset}"),
-        **{f"data.sha256.{n}": sha256_file(data_dir / n) for n in ("train.npz", "val.npz")},
+        **{f"data.sha256.{n}": sha256_file(data_dir / n) for n in arrays},
     }
     run = MlflowRun(
         uri,
@@ -50,16 +58,43 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         artifact_root=(Path("mlartifacts").resolve().as_uri() if local else None),
     )
     summary = train(
-        data_dir, model_dir, Path("checkpoints") / dataset / "last.pt", settings, logger=run
+        data_dir,
+        model_dir,
+        checkpoints / "last.pt",
+        settings,
+        logger=run,
+        keep_finished_checkpoint=has_refine,
     )
-    history = summary.pop("history")
+    history = [row | {"stage": "first"} for row in summary.pop("history")]
+    if refine_settings is not None:
+        # The second model re-crops around the first one's keypoints (see facekeys.predict).
+        refine = train(
+            refine_dir,
+            model_dir / "refine",
+            checkpoints / "refine" / "last.pt",
+            refine_settings,
+            logger=PrefixedLogger(run, "refine.", summary["run_id"]),
+        )
+        offset = len(history)
+        history += [
+            row | {"epoch": row["epoch"] + offset, "stage": "refine"}
+            for row in refine.pop("history")
+        ]
+        summary["refine"] = refine
+        summary["train_seconds_total"] = summary["train_seconds"] + refine["train_seconds"]
+        shutil.rmtree(checkpoints, ignore_errors=True)
     write_history_csv(metrics_dir / "train_history.csv", history)
     loss_plot(history, model_dir / "loss_curves.png")
     write_json(metrics_dir / "train.json", summary)
     run.finish(summary, model_dir, model_dir / "loss_curves.png", metrics_dir / "train_history.csv")
+    line = f"best val NME {100 * summary['best_val_nme']:.2f}% at epoch {summary['best_epoch']}"
+    if "refine" in summary:
+        line += (
+            f"; refinement: {100 * summary['refine']['best_val_nme']:.2f}% on crops around the "
+            f"labelled keypoints"
+        )
     print(
-        f"models/{dataset}: best val NME {100 * summary['best_val_nme']:.2f}% at epoch "
-        f"{summary['best_epoch']}; {summary['images_per_s']:.0f} images/s; MLflow run "
+        f"models/{dataset}: {line}; {summary['images_per_s']:.0f} images/s; MLflow run "
         f"{summary['run_id']} in {uri}",
         file=sys.stderr,
     )

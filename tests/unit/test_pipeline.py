@@ -66,6 +66,7 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         ("  batch_size: 64", "  batch_size: 4"),
         ("  width: 24", "  width: 8"),
         ("    youtube-faces-68: 128", "    youtube-faces-68: 32"),
+        ("      image_size: 96", "      image_size: 32"),  # the refinement crops
     ):
         assert old in params, old
         params = params.replace(old, new)
@@ -121,7 +122,11 @@ def test_repro_end_to_end_and_stale_only(project):
         train = json.loads((work / "metrics" / dataset / "train.json").read_text())
         assert train["epochs_run"] == 2 and train["run_id"]
         assert (work / "models" / dataset / "model.pt").is_file()
+        refined = dataset == "youtube-faces-68"  # augment.refine is null for kaggle-15
+        assert (work / "models" / dataset / "refine" / "model.pt").is_file() == refined
+        assert ("refine" in train) == refined
     assert (work / "mlflow.db").is_file()
+    assert not (work / "checkpoints").exists() or not any((work / "checkpoints").rglob("*.pt"))
 
     again = dvc(work, env, "repro")
     assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
