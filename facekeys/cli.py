@@ -120,6 +120,48 @@ def _run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="predict keypoints on image files",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Predict keypoints on images with a trained model folder (models/<dataset>: the first model and,
+where trained, the refinement model in refine/). Each whole image is the face box, as in the
+data sets (their images are face crops). Ground truth is never read.
+
+Writes OUT (CSV in the data set's own layout, original image pixels, the data set's label
+convention): name, x0, y0, ..., x67, y67 for 68 points; name + Kaggle's named columns for 15.
+Images that cannot be used go to OUT's sibling <stem>.errors.csv (name, reason, detail); the
+others are still predicted, and the exit status is then 1.""",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGES_DIR_OR_FILES", help="folders or images")
+    p.add_argument("--model", required=True, help="model folder, e.g. models/youtube-faces-68")
+    p.add_argument("--out", required=True, help="prediction CSV to write")
+    p.add_argument("--errors", help="errors CSV (default: <out stem>.errors.csv beside OUT)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
+    p.set_defaults(run=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from facekeys.predict import KeypointPredictor, predict_files
+
+    model_dir = Path(args.model)
+    if not (model_dir / "model.pt").is_file() or not (model_dir / "model.json").is_file():
+        raise FacekeysError(f"{model_dir}: not a model folder (needs model.pt and model.json)")
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    out = Path(args.out)
+    errors = Path(args.errors) if args.errors else out.with_name(f"{out.stem}.errors.csv")
+    done, failed = predict_files(KeypointPredictor.from_dir(model_dir), args.inputs, out, errors)
+    print(f"{out}: {done} images predicted; {failed} failed (see {errors})", file=sys.stderr)
+    return EXIT_USER_ERROR if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Builds the ``facekeys`` argument parser with one subcommand per step."""
     parser = argparse.ArgumentParser(
@@ -133,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_fetch(sub)
     _add_validate(sub)
+    _add_predict(sub)
     return parser
 
 

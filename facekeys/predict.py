@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,13 +92,18 @@ class KeypointPredictor:
     @classmethod
     def from_dir(cls, model_dir: str | os.PathLike[str]) -> KeypointPredictor:
         """Loads ``model_dir/model.pt`` and, where present, ``model_dir/refine/model.pt``."""
+        from facekeys.errors import FacekeysError
         from facekeys.train import load_model
 
         model_dir = Path(model_dir)
-        first = StageModel(*load_model(model_dir))
-        refine = None
-        if (model_dir / "refine" / "model.pt").is_file():
-            refine = StageModel(*load_model(model_dir / "refine"))
+        try:
+            first = StageModel(*load_model(model_dir))
+            refine = None
+            if (model_dir / "refine" / "model.pt").is_file():
+                refine = StageModel(*load_model(model_dir / "refine"))
+        except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FacekeysError(f"{model_dir}: cannot load the model: {reason}") from None
         return cls(first, refine)
 
     @property
@@ -150,3 +156,91 @@ class KeypointPredictor:
 def read_card(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The first-stage model card of a model folder."""
     return json.loads((Path(model_dir) / "model.json").read_text(encoding="utf-8"))
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+def prediction_columns(fmt_name: str) -> list[str]:
+    """Coordinate columns of a prediction CSV, in the data set's own layout: ``x0, y0, ...``
+    for the 68-point format, Kaggle's named columns (``left_eye_center_x``, ...) for 15 points."""
+    from facekeys.schemes import FORMATS
+
+    fmt = FORMATS[fmt_name]
+    if fmt.has_image_column:
+        return fmt.coordinate_columns()
+    return [f"{axis}{i}" for i in range(fmt.num_points) for axis in ("x", "y")]
+
+
+def list_inputs(inputs: list[str]) -> list[tuple[str, str]]:
+    """``(folder, name)`` per image: a folder contributes its image files (sorted, not
+    recursive; symlinks leaving it are refused later, by ``load_image``), a file itself."""
+    from facekeys.errors import FacekeysError
+
+    found: list[tuple[str, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            names = sorted(p.name for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found += [(str(path), name) for name in names]
+        elif path.exists() or path.is_symlink():
+            found.append((str(path.parent), path.name))
+        else:
+            raise FacekeysError(f"{item}: no such file or folder")
+    if not found:
+        raise FacekeysError(f"no images in {', '.join(inputs)} (suffixes {IMAGE_SUFFIXES})")
+    return found
+
+
+def predict_files(
+    predictor: KeypointPredictor,
+    inputs: list[str],
+    out_csv: str | os.PathLike[str],
+    errors_csv: str | os.PathLike[str],
+    batch_size: int = 32,
+) -> tuple[int, int]:
+    """Predicts every image of ``inputs`` (whole image as the face) into ``out_csv``.
+
+    A bad image (unreadable, too large, unsafe path, ...) goes to ``errors_csv`` with its reason
+    and the others are still predicted. Both files are written atomically.
+
+    Returns:
+        ``(images predicted, images failed)``.
+    """
+    import csv
+    import sys
+
+    from tqdm import tqdm
+
+    from facekeys.atomic import atomic_file
+    from facekeys.images import ImageLimits, ImageProblem, load_image
+
+    items = list_inputs(inputs)
+    columns = prediction_columns(predictor.card["format"])
+    rows: list[list[str]] = []
+    errors: list[list[str]] = []
+    bar = tqdm(total=len(items), desc="predict", unit="img", disable=None, file=sys.stderr)
+    for start in range(0, len(items), batch_size):
+        names, images = [], []
+        for folder, name in items[start : start + batch_size]:
+            shown = str(Path(folder) / name)
+            try:
+                images.append(load_image(folder, name, ImageLimits()))
+                names.append(shown)
+            except ImageProblem as problem:
+                errors.append([shown, problem.code, problem.detail])
+        if images:
+            points = predictor.to_label_convention(predictor.predict(images))
+            for name, pts in zip(names, points, strict=True):
+                rows.append([name, *(f"{v:.3f}" for v in pts.reshape(-1))])
+        bar.update(len(items[start : start + batch_size]))
+    bar.close()
+    with atomic_file(out_csv, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", *columns])
+        writer.writerows(rows)
+    with atomic_file(errors_csv, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "reason", "detail"])
+        writer.writerows(errors)
+    return len(rows), len(errors)

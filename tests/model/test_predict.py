@@ -1,0 +1,74 @@
+"""`facekeys predict`: a folder of images in, the data set's CSV layout out, bad images listed
+with their reason while the others are still predicted."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facekeys.cli import main
+from facekeys.predict import KeypointPredictor
+from facekeys.train import train
+from tests.model.test_train import TINY
+
+
+@pytest.fixture
+def tiny_model(tiny_augmented: Path, tmp_path: Path) -> Path:
+    train(tiny_augmented, tmp_path / "model", tmp_path / "ckpt.pt", TINY)
+    return tmp_path / "model"
+
+
+def test_predict_folder_with_a_corrupt_image(tiny_model, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        cv2.imwrite(str(folder / f"face{k}.png"), rng.integers(0, 255, (40, 56), np.uint8))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.txt").write_text("not an image, not listed")
+    out = tmp_path / "preds.csv"
+
+    status = main(["predict", str(folder), "--model", str(tiny_model), "--out", str(out)])
+
+    assert status == 1, "a failed image makes the exit status non-zero"
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message == f"{out}: 3 images predicted; 1 failed (see {tmp_path / 'preds.errors.csv'})"
+    with out.open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][:5] == ["name", "x0", "y0", "x1", "y1"] and len(rows[0]) == 137
+    assert [Path(r[0]).name for r in rows[1:]] == ["face0.png", "face1.png", "face2.png"]
+    with (tmp_path / "preds.errors.csv").open() as handle:
+        errors = list(csv.DictReader(handle))
+    assert [(Path(e["name"]).name, e["reason"]) for e in errors] == [
+        ("broken.jpg", "image_corrupt")
+    ]
+
+    # The CSV holds what the prediction path returns, in the data set's label convention.
+    predictor = KeypointPredictor.from_dir(tiny_model)
+    image = cv2.imread(str(folder / "face1.png"), cv2.IMREAD_UNCHANGED)
+    expected = predictor.to_label_convention(predictor.predict([image]))[0].reshape(-1)
+    assert np.allclose([float(v) for v in rows[2][1:]], expected, atol=1e-3)
+    assert expected.reshape(-1, 2)[:, 0].max() < 56 + 10  # original pixels, not crop pixels
+
+
+def test_predict_user_errors_are_one_line(tiny_model, tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nope"), "--model", str(tiny_model),
+                 "--out", str(tmp_path / "p.csv")]) == 1  # fmt: skip
+    assert (
+        capsys.readouterr().err.strip()
+        == f"facekeys predict: error: {tmp_path / 'nope'}: no such file or folder"
+    )
+    (tmp_path / "bad_model").mkdir()
+    (tmp_path / "bad_model" / "model.pt").write_bytes(b"garbage")
+    (tmp_path / "bad_model" / "model.json").write_text((tiny_model / "model.json").read_text())
+    assert main(["predict", str(tmp_path), "--model", str(tmp_path / "bad_model"),
+                 "--out", str(tmp_path / "p.csv")]) == 1  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"facekeys predict: error: {tmp_path / 'bad_model'}: cannot load the model"
+    )
+    assert "\n" not in err
