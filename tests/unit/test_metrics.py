@@ -1,0 +1,55 @@
+"""Metric functions against values worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facekeys.evaluate import auc_at, ced_curve, nme_per_image, rmse, score
+
+
+def shapes_68(errors_px: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Targets with outer eye corners 40 px apart; predictions shifted right by each error."""
+    target = np.zeros((len(errors_px), 68, 2))
+    target[:, :, 0] = np.arange(68)
+    target[:, 36] = [10.0, 20.0]
+    target[:, 45] = [50.0, 20.0]
+    pred = target.copy()
+    pred[:, :, 0] += np.asarray(errors_px)[:, None]
+    return pred, target
+
+
+def test_nme_rmse_and_failure_rates_by_hand():
+    pred, target = shapes_68([2.0, 4.0, 6.0])  # NME 5 %, 10 %, 15 %
+    assert np.allclose(nme_per_image(pred, target, (36, 45)), [0.05, 0.10, 0.15])
+    assert rmse(pred, target) == pytest.approx(np.sqrt((4 + 16 + 36) / 3 / 2))
+    result = score(pred, target, "youtube68")
+    assert result["nme_mean"] == pytest.approx(0.10)
+    assert result["nme_median"] == pytest.approx(0.10)
+    assert result["failure_rate_8"] == pytest.approx(2 / 3)
+    assert result["failure_rate_10"] == pytest.approx(1 / 3)  # 10 % itself is not a failure
+    assert result["auc_10"] == pytest.approx((0.05 + 0 + 0) / 3 / 0.10)
+    assert result["mean_error_px"] == pytest.approx(4.0)
+    assert result["nme_by_region"]["jaw"] == pytest.approx(0.10)
+    assert result["nme_by_landmark"][0] == pytest.approx(0.10)
+
+
+def test_missing_points_and_missing_normaliser():
+    pred, target = shapes_68([2.0, 2.0])
+    target = target.copy()
+    pred[0, 5] += 100.0
+    target[0, 5] = np.nan  # unlabelled: its error does not count
+    target[1, 45] = np.nan  # no normaliser: no NME for that image
+    nme = nme_per_image(pred, target, (36, 45))
+    assert nme[0] == pytest.approx(0.05) and np.isnan(nme[1])
+    result = score(pred, target, "youtube68")
+    assert (result["images"], result["nme_images"]) == (2, 1)
+    assert result["rmse_px"] == pytest.approx(np.sqrt(4 / 2))
+
+
+def test_auc_and_ced_curve():
+    nme = np.array([0.0, 0.02, 0.2, np.nan])
+    assert auc_at(nme, 0.1) == pytest.approx((0.1 + 0.08 + 0.0) / 3 / 0.1)
+    curve = ced_curve(nme, 0.1, steps=11)
+    assert curve[0] == {"nme": 0.0, "share": pytest.approx(1 / 3)}
+    assert curve[2]["share"] == pytest.approx(2 / 3) and curve[-1]["share"] == pytest.approx(2 / 3)
