@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,14 +67,21 @@ def nme_per_image(pred: np.ndarray, target: np.ndarray, pair: tuple[int, int]) -
 
 
 def rmse(pred: np.ndarray, target: np.ndarray) -> float:
-    """Root mean squared coordinate error over labelled points (Kaggle's metric)."""
-    sq = (pred - target) ** 2
-    return float(np.sqrt(np.nanmean(sq)))
+    """Root mean squared coordinate error over labelled points (Kaggle's metric); NaN if none."""
+    sq = ((pred - target) ** 2).reshape(-1)
+    sq = sq[~np.isnan(sq)]
+    return float(np.sqrt(sq.mean())) if len(sq) else float("nan")
 
 
 def mean_point_error(pred: np.ndarray, target: np.ndarray) -> float:
-    """Mean Euclidean distance over labelled points, in the points' unit."""
-    return float(np.nanmean(np.linalg.norm(pred - target, axis=-1)))
+    """Mean Euclidean distance over labelled points, in the points' unit; NaN if none."""
+    err = np.linalg.norm(pred - target, axis=-1).reshape(-1)
+    err = err[~np.isnan(err)]
+    return float(err.mean()) if len(err) else float("nan")
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 # Landmark groups for per-region errors. 68-pt: the iBUG index ranges.
@@ -145,10 +154,217 @@ def score(pred: np.ndarray, target: np.ndarray, fmt_name: str) -> dict[str, obje
         "failure_rate_8": float((valid > 0.08).mean()) if len(valid) else None,
         "failure_rate_10": float((valid > 0.10).mean()) if len(valid) else None,
         "auc_10": auc_at(nme, 0.10) if len(valid) else None,
-        "mean_error_px": mean_point_error(pred, target),
-        "rmse_px": rmse(pred, target),
+        "mean_error_px": _none_if_nan(mean_point_error(pred, target)),
+        "rmse_px": _none_if_nan(rmse(pred, target)),
         "nme_by_region": {
             region: mean_of(per_point[:, idx]) for region, idx in REGIONS[fmt_name].items()
         },
         "nme_by_landmark": [mean_of(per_point[:, j]) for j in range(pred.shape[1])],
     }
+
+
+def mean_shape(train_npz: str | os.PathLike[str]) -> np.ndarray:
+    """The mean training shape in first-model input pixels, over plain (un-augmented) crops."""
+    from facekeys.augment import load_npz
+
+    train = load_npz(train_npz)
+    plain = train["copy"] == 0
+    weight = train["mask"][plain][..., None]
+    total = (train["points"][plain] * weight).sum(0)
+    return (total / np.maximum(weight.sum(0), 1)).astype(np.float64)
+
+
+def draw_gallery(
+    images: list[np.ndarray],
+    pred: np.ndarray,
+    target: np.ndarray,
+    nme: np.ndarray,
+    names: list[str],
+    tile: int = 256,
+) -> np.ndarray:
+    """A BGR row per group (best, median, worst NME): ground truth green, prediction red."""
+    import cv2
+
+    from facekeys.augment import to_model_color
+
+    order = np.argsort(np.where(np.isnan(nme), np.inf, nme))
+    order = order[: int((~np.isnan(nme)).sum())]
+    if len(order) == 0:
+        return np.full((tile, tile, 3), 255, np.uint8)
+    k = min(4, len(order))
+    middle = len(order) // 2 - k // 2
+    groups = {
+        "best": order[:k],
+        "median": order[middle : middle + k],
+        "worst": order[::-1][:k],
+    }
+    rows = []
+    for label, picks in groups.items():
+        row = np.full((tile + 20, tile * k, 3), 255, np.uint8)
+        cv2.putText(row, label, (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        for c, i in enumerate(picks):
+            image = cv2.cvtColor(to_model_color(images[i], "gray"), cv2.COLOR_GRAY2BGR)
+            scale = tile / max(image.shape[:2])
+            image = cv2.resize(
+                image, (round(image.shape[1] * scale), round(image.shape[0] * scale))
+            )
+            canvas = np.zeros((tile, tile, 3), np.uint8)
+            canvas[: image.shape[0], : image.shape[1]] = image
+            for points, color in ((target[i], (60, 200, 60)), (pred[i], (40, 40, 230))):
+                for x, y in points:
+                    if not np.isnan(x):
+                        centre = (round((x + 0.5) * scale - 0.5), round((y + 0.5) * scale - 0.5))
+                        cv2.circle(canvas, centre, 2, color, -1, cv2.LINE_AA)
+            text = f"{Path(names[i]).name[:24]} {100 * nme[i]:.1f}%"
+            cv2.putText(canvas, text, (4, tile - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        (0, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
+            row[20:, c * tile : (c + 1) * tile] = canvas
+        rows.append(row)
+    legend = np.full((22, tile * k, 3), 255, np.uint8)
+    cv2.putText(legend, "green: ground truth   red: prediction", (4, 15),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
+    return np.vstack([legend, *rows])
+
+
+def error_plots(results: dict[str, dict], fmt_name: str) -> bytes:
+    """CED curves (model and mean-shape baseline, per split) and per-landmark NME: PNG bytes."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for k, (label, result) in enumerate(results.items()):
+        curve = result["ced"]
+        style = "--" if "baseline" in label else "-"
+        left.plot([100 * p["nme"] for p in curve], [p["share"] for p in curve], style,
+                  color=f"C{k}", label=label)  # fmt: skip
+    left.set_xlabel("NME (% of outer-eye-corner distance)")
+    left.set_ylabel("share of images")
+    left.set_title("cumulative error distribution")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    width = 0.4
+    model_splits = [label for label in results if "baseline" not in label]
+    for k, label in enumerate(model_splits):
+        values = [100 * (v or 0.0) for v in results[label]["metrics"]["nme_by_landmark"]]
+        xs = np.arange(len(values)) + (k - 0.5) * width
+        right.bar(xs, values, width, label=label, color=f"C{k}")
+    right.set_xlabel("landmark index")
+    right.set_ylabel("NME (%)")
+    right.set_title("error per landmark")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+@dataclass
+class SplitSource:
+    """Where one evaluated split comes from."""
+
+    label: str  # e.g. "test", "val_new_people"
+    csv: Path
+    images_dir: Path | None
+    indices: np.ndarray | None = None  # rows of the CSV to use (validation rows of training)
+
+
+def evaluate_model(
+    model_dir: str | os.PathLike[str],
+    splits: list[SplitSource],
+    train_npz: str | os.PathLike[str],
+    out: dict[str, Path],
+    log: Any = None,
+) -> dict[str, Any]:
+    """Scores a model folder and a mean-shape baseline on each split.
+
+    Predictions go through ``KeypointPredictor.predict`` (the path of ``facekeys predict``),
+    the whole image as the face box, never reading labels before scoring.
+
+    Args:
+        out: Paths for ``eval_json``, ``ced_csv``, ``landmarks_csv``, ``plot_png``,
+            ``gallery_png``; each written atomically.
+
+    Returns:
+        The content of ``eval.json``.
+    """
+    import cv2
+
+    from facekeys.atomic import atomic_file, write_json
+    from facekeys.crop import apply_to_points
+    from facekeys.predict import KeypointPredictor
+
+    log = log or (lambda line: None)
+    predictor = KeypointPredictor.from_dir(model_dir)
+    fmt_name = predictor.card["format"]
+    shape = mean_shape(train_npz)
+    results: dict[str, dict[str, Any]] = {}
+    gallery = None
+    for split in splits:
+        data = load_labelled(
+            fmt_name, split.csv, split.images_dir, predictor.label_pixel_offset, split.indices
+        )
+        pred = predictor.predict(data.images)
+        baseline = np.stack([
+            apply_to_points(np.linalg.inv(predictor.first.crop_matrix(im.shape, None)), shape)
+            for im in data.images
+        ]) if data.images else np.zeros_like(data.points)  # fmt: skip
+        for label, points in (
+            (split.label, pred),
+            (f"{split.label}_mean_shape_baseline", baseline),
+        ):
+            metrics = score(points, data.points, fmt_name)
+            nme = nme_per_image(points, data.points, OUTER_EYE_CORNERS[fmt_name])
+            if fmt_name == "kaggle15":
+                # Kaggle rows often lack the corners; the eye centres are always labelled.
+                centres = nme_per_image(points, data.points, (1, 0))
+                centres = centres[~np.isnan(centres)]
+                metrics["nme_eye_centres_mean"] = float(centres.mean()) if len(centres) else None
+                # The images are Kaggle's 96x96 crops, so this is Kaggle's own metric.
+                metrics["kaggle_rmse_96px"] = metrics["rmse_px"]
+            results[label] = {"metrics": metrics, "ced": ced_curve(nme)}
+            if label == "test":
+                gallery = draw_gallery(data.images, points, data.points, nme, data.names)
+        log(
+            f"{split.label}: {len(pred)} images, NME {_pct(results[split.label])} "
+            f"(mean-shape baseline {_pct(results[split.label + '_mean_shape_baseline'])})"
+        )
+    report = {
+        "format": fmt_name,
+        "normaliser": "outer eye corners (subject's right, left): "
+        + ", ".join(predictor.keypoint_names[i] for i in OUTER_EYE_CORNERS[fmt_name]),
+        "refinement_model": predictor.refine is not None,
+        "note": "test images come from the same clips as training frames (optimistic); "
+        "val_new_people holds identities never trained on: the estimate for new faces",
+        **{label: r["metrics"] for label, r in results.items()},
+    }
+    write_json(out["eval_json"], report)
+    with atomic_file(out["ced_csv"], "w", encoding="utf-8") as handle:
+        handle.write("split,nme_percent,share\n")
+        for label, r in results.items():
+            for p in r["ced"]:
+                handle.write(f"{label},{100 * p['nme']:.3f},{p['share']:.5f}\n")
+    with atomic_file(out["landmarks_csv"], "w", encoding="utf-8") as handle:
+        handle.write("landmark,name,split,nme_percent\n")
+        for label, r in results.items():
+            if "baseline" in label:
+                continue
+            for j, value in enumerate(r["metrics"]["nme_by_landmark"]):
+                cell = "" if value is None else f"{100 * value:.4f}"
+                handle.write(f"{j},{predictor.keypoint_names[j]},{label},{cell}\n")
+    with atomic_file(out["plot_png"], "wb") as handle:
+        handle.write(error_plots(results, fmt_name))
+    if gallery is not None:
+        _ok, png = cv2.imencode(".png", gallery)
+        with atomic_file(out["gallery_png"], "wb") as handle:
+            handle.write(png.tobytes())
+    return report
+
+
+def _pct(result: dict[str, Any]) -> str:
+    value = result["metrics"]["nme_mean"]
+    return "n/a" if value is None else f"{100 * value:.2f}%"

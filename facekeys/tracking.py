@@ -4,6 +4,7 @@ server cannot be reached."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import urllib.error
@@ -11,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from facekeys.atomic import atomic_file
 from facekeys.errors import FacekeysError
 from facekeys.train import EpochLogger
 
@@ -230,5 +232,51 @@ def loss_plot(history: list[dict[str, Any]], path: Path) -> None:
     right.set_ylabel("val NME (% of outer-eye distance)")
     right.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    with atomic_file(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+
+
+def resolve_tracking_uri(required: bool, log: Any = None) -> str:
+    """The tracking URI to use: ``MLFLOW_TRACKING_URI`` (or the project store), checked within
+    3 s; an unreachable server is an error, or, when not ``required``, the local store."""
+    uri = default_tracking_uri(".")
+    try:
+        check_reachable(uri)
+    except FacekeysError as exc:
+        if required:
+            raise
+        if log:
+            log(f"warning: {exc}; logging to the local store instead")
+        uri = f"sqlite:///{Path('mlflow.db').resolve()}"
+    return uri
+
+
+def log_to_run(uri: str, run_id: str, metrics: dict[str, float], artifacts: list[Path]) -> None:
+    """Adds metrics (step 0) and artifact files to an existing run (the training run)."""
+    import time
+
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    client = MlflowClient(tracking_uri=uri)
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items())]
+    for start in range(0, len(items), 500):
+        client.log_batch(run_id, metrics=items[start : start + 500])
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+
+
+def flat_metrics(prefix: str, value: Any) -> dict[str, float]:
+    """Numeric leaves of a nested dict as ``a.b.c`` keys (lists and None skipped)."""
+    out: dict[str, float] = {}
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            out.update(flat_metrics(f"{prefix}.{key}" if prefix else str(key), inner))
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        out[prefix] = float(value)
+    return out

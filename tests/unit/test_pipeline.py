@@ -125,6 +125,13 @@ def test_repro_end_to_end_and_stale_only(project):
         refined = dataset == "youtube-faces-68"  # augment.refine is null for kaggle-15
         assert (work / "models" / dataset / "refine" / "model.pt").is_file() == refined
         assert ("refine" in train) == refined
+        report = json.loads((work / "metrics" / dataset / "eval.json").read_text())
+        assert report["test"]["images"] == (4 if dataset == "youtube-faces-68" else 3)
+        assert report["test_mean_shape_baseline"]["images"] == report["test"]["images"]
+        assert report["val_new_people"]["images"] == rows["val"]
+        assert report["refinement_model"] == refined
+        for plot in ("eval_ced.csv", "eval_landmarks.csv", "eval_errors.png", "eval_gallery.png"):
+            assert (work / "metrics" / dataset / plot).is_file()
     assert (work / "mlflow.db").is_file()
     assert not (work / "checkpoints").exists() or not any((work / "checkpoints").rglob("*.pt"))
 
@@ -146,7 +153,7 @@ def test_repro_end_to_end_and_stale_only(project):
     )
     fourth = dvc(work, env, "repro")
     ran = {line.split("'")[1] for line in fourth.stdout.splitlines() if "Running stage" in line}
-    assert ran == {"augment@kaggle-15", "train@kaggle-15"}
+    assert ran == {"augment@kaggle-15", "train@kaggle-15", "evaluate@kaggle-15"}
 
 
 def test_unusable_data_stops_the_pipeline_with_one_line(project):

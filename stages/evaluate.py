@@ -1,0 +1,55 @@
+"""DVC stage evaluate@<dataset>: models/<dataset> on the untouched test split and on the
+identity-split validation rows (new people) -> metrics/<dataset>/eval.json, eval_ced.csv,
+eval_landmarks.csv, eval_errors.png, eval_gallery.png; the metrics and plots are also added to
+the model's MLflow training run."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from facekeys.augment import load_npz
+from facekeys.datasets import DATASETS
+from facekeys.evaluate import SplitSource, evaluate_model
+from facekeys.stagekit import dataset_arg, run_stage
+from facekeys.tracking import flat_metrics, log_to_run, resolve_tracking_uri
+
+
+def main(params: dict[str, Any], argv: list[str]) -> None:
+    dataset = dataset_arg(argv, params)
+    section = params.get("evaluate", {})
+    layout = DATASETS[dataset]
+    raw, validated = Path("data/raw") / dataset, Path("data/validated") / dataset
+    augmented, metrics = Path("data/augmented") / dataset, Path("metrics") / dataset
+
+    def source(label: str, split: str, indices=None) -> SplitSource:
+        images = layout.splits[split].images
+        return SplitSource(
+            label, validated / split / "valid.csv", raw / images if images else None, indices
+        )
+
+    val_rows = load_npz(augmented / "val.npz")["source_index"]
+    out = {
+        "eval_json": metrics / "eval.json",
+        "ced_csv": metrics / "eval_ced.csv",
+        "landmarks_csv": metrics / "eval_landmarks.csv",
+        "plot_png": metrics / "eval_errors.png",
+        "gallery_png": metrics / "eval_gallery.png",
+    }
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    report = evaluate_model(
+        Path("models") / dataset,
+        [source("test", "test"), source("val_new_people", "training", val_rows)],
+        augmented / "train.npz",
+        out,
+        log=log,
+    )
+    run_id = json.loads((metrics / "train.json").read_text(encoding="utf-8")).get("run_id")
+    if run_id and section.get("log_to_mlflow", True):
+        uri = resolve_tracking_uri(section.get("mlflow_required", True), log)
+        numbers = flat_metrics("eval", {k: v for k, v in report.items() if isinstance(v, dict)})
+        log_to_run(uri, run_id, numbers, [p for p in out.values() if p.is_file()])
+
+
+if __name__ == "__main__":
+    run_stage("evaluate", main)
