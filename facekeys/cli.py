@@ -136,7 +136,12 @@ Images that cannot be used go to OUT's sibling <stem>.errors.csv (name, reason, 
 others are still predicted, and the exit status is then 1.""",
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGES_DIR_OR_FILES", help="folders or images")
-    p.add_argument("--model", required=True, help="model folder, e.g. models/youtube-faces-68")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a trained model folder (models/<dataset>), an export folder (models/<dataset>/"
+        "export) or an exported .onnx file (its folder's model.json describes it)",
+    )
     p.add_argument("--out", required=True, help="prediction CSV to write")
     p.add_argument("--errors", help="errors CSV (default: <out stem>.errors.csv beside OUT)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
@@ -149,15 +154,13 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     import torch
 
-    from facekeys.predict import KeypointPredictor, predict_files
+    from facekeys.predict import load_any_model, predict_files
 
-    model_dir = Path(args.model)
-    if not (model_dir / "model.pt").is_file() or not (model_dir / "model.json").is_file():
-        raise FacekeysError(f"{model_dir}: not a model folder (needs model.pt and model.json)")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    predictor = load_any_model(args.model)
     out = Path(args.out)
     errors = Path(args.errors) if args.errors else out.with_name(f"{out.stem}.errors.csv")
-    done, failed = predict_files(KeypointPredictor.from_dir(model_dir), args.inputs, out, errors)
+    done, failed = predict_files(predictor, args.inputs, out, errors)
     print(f"{out}: {done} images predicted; {failed} failed (see {errors})", file=sys.stderr)
     return EXIT_USER_ERROR if failed else 0
 

@@ -38,7 +38,7 @@ Box = tuple[float, float, float, float]
 class StageModel:
     """One network and the card that says how to feed it."""
 
-    model: torch.nn.Module
+    model: Any  # torch module, TorchScript module or onnxruntime session (see run_network)
     card: dict[str, Any]
 
     @property
@@ -62,24 +62,43 @@ class StageModel:
             return whole_image_matrix(width, height, CropPolicy(size=self.size, margin=margin))
         return square_crop_matrix(box, self.size, margin)
 
-    @torch.no_grad()
-    def predict_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """uint8 ``(N, S, S)`` or ``(N, S, S, 3)`` crops -> ``(N, P, 2)`` input pixels."""
-        from facekeys.train import prepare_batch
+    def normalise(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 ``(N, S, S)`` / ``(N, S, S, 3)`` crops -> float32 NCHW network input."""
+        scale, mean, std = (float(self.card["input"][k]) for k in ("scale", "mean", "std"))
+        x = crops[:, None] if crops.ndim == 3 else crops.transpose(0, 3, 1, 2)
+        # Same operations, in the same order and precision, as training's prepare_batch.
+        x = x.astype(np.float32) / np.float32(round(1 / scale))
+        return np.ascontiguousarray((x - np.float32(mean)) / np.float32(std))
 
-        scale, mean, std = (self.card["input"][k] for k in ("scale", "mean", "std"))
+    def predict_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """uint8 crops -> ``(N, P, 2)`` keypoints in input pixels."""
         out = []
         for start in range(0, len(crops), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(crops[start : start + batch_size]))
-            batch = batch.unsqueeze(1) if batch.ndim == 3 else batch.permute(0, 3, 1, 2)
-            if (scale, mean, std) == (1 / 255, 0.5, 0.25):
-                x = prepare_batch(batch, torch.device("cpu"), False)
-            else:
-                x = (batch.float() * scale - mean) / std
-            out.append(self.model(x).float().numpy() * self.size)
+            x = self.normalise(crops[start : start + batch_size])
+            out.append(run_network(self.model, x) * self.size)
         if not out:
             return np.zeros((0, len(self.card["keypoints"]["names"]), 2), np.float32)
         return np.concatenate(out)
+
+
+def run_network(network: Any, x: np.ndarray) -> np.ndarray:
+    """Runs a torch module, a TorchScript module or an ONNX Runtime session on float32 NCHW."""
+    if hasattr(network, "get_inputs"):  # onnxruntime.InferenceSession
+        return network.run(None, {network.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        return network(torch.from_numpy(x)).float().numpy()
+
+
+def onnx_session(path: str | os.PathLike[str], threads: int = 0) -> Any:
+    """An ONNX Runtime CPU session that does not spin (torch may share the cores)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
 
 
 class KeypointPredictor:
@@ -244,3 +263,28 @@ def predict_files(
         writer.writerow(["name", "reason", "detail"])
         writer.writerows(errors)
     return len(rows), len(errors)
+
+
+def load_any_model(spec: str) -> KeypointPredictor:
+    """A predictor from a trained model folder, an export folder, or an exported ``.onnx`` file.
+
+    Raises:
+        FacekeysError: ``spec`` is none of those.
+    """
+    from facekeys.errors import FacekeysError
+
+    path = Path(spec)
+    if path.is_file() and path.suffix == ".onnx":
+        from facekeys.export import load_exported
+
+        return load_exported(path.parent, "onnx")
+    if (path / "model.pt").is_file() and (path / "model.json").is_file():
+        return KeypointPredictor.from_dir(path)
+    if (path / "model.json").is_file() and any(path.glob("*.onnx")):
+        from facekeys.export import load_exported
+
+        return load_exported(path, "onnx")
+    raise FacekeysError(
+        f"{spec}: not a model (a folder with model.pt and model.json, an export folder, or "
+        "an .onnx file)"
+    )

@@ -83,6 +83,14 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         summary["refine"] = refine
         summary["train_seconds_total"] = summary["train_seconds"] + refine["train_seconds"]
         shutil.rmtree(checkpoints, ignore_errors=True)
+    else:
+        note = model_dir / "refine" / "NO_REFINEMENT.txt"
+        note.parent.mkdir(parents=True, exist_ok=True)
+        note.write_text(
+            f"No refinement network for {dataset}: augment.refine.{dataset} is null in "
+            "params.yaml. Predictions come from the first network alone.\n",
+            encoding="utf-8",
+        )
     write_history_csv(metrics_dir / "train_history.csv", history)
     loss_plot(history, model_dir / "loss_curves.png")
     write_json(metrics_dir / "train.json", summary)

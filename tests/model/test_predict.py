@@ -62,6 +62,13 @@ def test_predict_user_errors_are_one_line(tiny_model, tmp_path, capsys):
         capsys.readouterr().err.strip()
         == f"facekeys predict: error: {tmp_path / 'nope'}: no such file or folder"
     )
+    assert (
+        main(["predict", str(tmp_path), "--model", str(tmp_path / "none"), "--out", "p.csv"]) == 1
+    )
+    assert capsys.readouterr().err.strip() == (
+        f"facekeys predict: error: {tmp_path / 'none'}: not a model (a folder with model.pt and "
+        "model.json, an export folder, or an .onnx file)"
+    )
     (tmp_path / "bad_model").mkdir()
     (tmp_path / "bad_model" / "model.pt").write_bytes(b"garbage")
     (tmp_path / "bad_model" / "model.json").write_text((tiny_model / "model.json").read_text())
