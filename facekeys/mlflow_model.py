@@ -1,8 +1,12 @@
-"""MLflow "model from code": the logged model is this file plus the weights and model card as
-artifacts, so loading it never unpickles anything (weights load with ``weights_only=True``).
+"""MLflow "model from code": the logged model is this file plus the model folder (weights and
+cards) as artifacts, so loading it never unpickles anything (weights load with
+``weights_only=True``).
 
-Input: a batch of model-input crops, uint8 ``(N, S, S)`` (gray) or ``(N, S, S, 3)`` (RGB), cut
-with the crop policy in the model card. Output: float32 ``(N, P, 2)`` keypoints in crop pixels.
+Input: a DataFrame with an ``image`` column of encoded image files (PNG, JPEG, ...: bytes, or
+base64 text as JSON requests carry them), or, called in Python, an image array / a list of image
+arrays. Output: one row per image with the keypoints in that image's pixels (the data set's
+label convention), columns ``x0, y0, ...`` (Kaggle: its named columns). The whole image is the
+face box, as in the data sets; preprocessing (crop, resize, refinement) is included.
 """
 
 from __future__ import annotations
@@ -14,28 +18,43 @@ import numpy as np
 from mlflow.pyfunc import PythonModel
 
 
-class KeypointCropModel(PythonModel):
-    """Predicts keypoints on crops prepared with the model's crop policy."""
+def _decode(value: Any) -> np.ndarray:
+    import base64
+
+    from facekeys.images import ImageLimits, decode_image
+
+    if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim in (2, 3):
+        return value
+    if isinstance(value, str):
+        value = base64.b64decode(value)
+    return decode_image(bytes(value), ImageLimits())
+
+
+class KeypointImageModel(PythonModel):
+    """Keypoints for whole images, through facekeys.predict (the one prediction path)."""
 
     def load_context(self, context: Any) -> None:
-        from facekeys.train import load_model_files
+        from facekeys.predict import KeypointPredictor
 
-        self.model, self.card = load_model_files(
-            context.artifacts["weights"], context.artifacts["card"]
-        )
+        self.predictor = KeypointPredictor.from_dir(context.artifacts["model"])
 
     # No type hints here: MLflow would read them as a schema and warn; the signature is logged.
     def predict(self, context, model_input, params=None):
-        import torch
+        import pandas as pd
 
-        from facekeys.train import prepare_batch
+        from facekeys.predict import prediction_columns
 
-        batch = np.asarray(model_input, dtype=np.uint8)
-        images = torch.from_numpy(batch)
-        images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
-        with torch.no_grad():
-            out = self.model(prepare_batch(images, torch.device("cpu"), False))
-        return (out.float().numpy() * self.card["input"]["size"]).astype(np.float32)
+        if isinstance(model_input, pd.DataFrame):
+            images = [_decode(v) for v in model_input["image"]]
+        elif isinstance(model_input, np.ndarray) and model_input.dtype == np.uint8:
+            images = [model_input] if model_input.ndim == 2 or (
+                model_input.ndim == 3 and model_input.shape[-1] in (3, 4)
+            ) else list(model_input)  # fmt: skip
+        else:
+            images = [_decode(v) for v in model_input]
+        points = self.predictor.to_label_convention(self.predictor.predict(images))
+        columns = prediction_columns(self.predictor.card["format"])
+        return pd.DataFrame(points.reshape(len(images), -1).astype(np.float64), columns=columns)
 
 
-mlflow.models.set_model(KeypointCropModel())
+mlflow.models.set_model(KeypointImageModel())

@@ -139,8 +139,12 @@ class MlflowRun(EpochLogger):
         batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items() if k != "epoch"]
         self.client.log_batch(self.run_id, metrics=batch)
 
-    def finish(self, summary: dict[str, Any], model_dir: Path, plot: Path, history: Path) -> None:
-        """Logs final metrics, the plot, history and model card, and the model itself."""
+    def finish(self, summary: dict[str, Any], model_dir: Path, plot: Path, history: Path) -> str:
+        """Logs final metrics, the plot, history and model card, and the model itself.
+
+        Returns:
+            The logged model's URI (what the register stage registers).
+        """
         from mlflow.entities import Metric
 
         now = 0
@@ -154,51 +158,66 @@ class MlflowRun(EpochLogger):
         )
         for path in (plot, history, model_dir / "model.json"):
             self.client.log_artifact(self.run_id, str(path))
-        log_pyfunc_model(self.uri, self.run_id, model_dir)
+        info = log_pyfunc_model(self.uri, self.run_id, model_dir)
         self.client.set_terminated(self.run_id)
+        return str(info.model_uri)
 
 
 def log_pyfunc_model(uri: str, run_id: str, model_dir: Path) -> Any:
-    """Logs the model (from code, weights as artifacts) with a signature and an input example."""
+    """Logs the model (from code; the model folder as an artifact) with a signature and an
+    input example: encoded images in, keypoints in image pixels out (facekeys.mlflow_model)."""
     import json
+    import shutil
+    import tempfile
 
+    import cv2
     import mlflow
     import numpy as np
+    import pandas as pd
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import ColSpec, Schema
+
+    from facekeys.predict import prediction_columns
 
     card = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
-    size, channels = card["input"]["size"], card["input"]["channels"]
-    points = card["keypoints"]["num_points"]
-    shape = (-1, size, size) if channels == 1 else (-1, size, size, channels)
+    columns = prediction_columns(card["format"])
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), shape)]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, points, 2))]),
+        inputs=Schema([ColSpec("binary", "image")]),
+        outputs=Schema([ColSpec("double", c) for c in columns]),
     )
-    example = np.zeros((2, *shape[1:]), np.uint8)
+    size = card["input"]["size"]
+    example_image = np.full((size, size), 128, np.uint8)
+    example = pd.DataFrame({"image": [cv2.imencode(".png", example_image)[1].tobytes()] * 2})
     package = Path(__file__).resolve().parent
     mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
-        return mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(package / "mlflow_model.py"),
-            artifacts={
-                "weights": str(model_dir / "model.pt"),
-                "card": str(model_dir / "model.json"),
-            },
-            code_paths=[str(package)],
-            signature=signature,
-            input_example=example,
-            # Explicit requirements: inferring them costs 8-13 s per model.
-            pip_requirements=_requirements(),
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        # Only the networks: the folder may also hold exports and plots from other stages.
+        bundle = Path(tmp) / "model"
+        bundle.mkdir()
+        for name in ("model.pt", "model.json"):
+            shutil.copy2(model_dir / name, bundle / name)
+        if (model_dir / "refine" / "model.pt").is_file():
+            (bundle / "refine").mkdir()
+            for name in ("model.pt", "model.json"):
+                shutil.copy2(model_dir / "refine" / name, bundle / "refine" / name)
+        with mlflow.start_run(run_id=run_id):
+            return mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(package / "mlflow_model.py"),
+                artifacts={"model": str(bundle)},
+                code_paths=[str(package)],
+                signature=signature,
+                input_example=example,
+                # Explicit requirements: inferring them costs 8-13 s per model.
+                pip_requirements=_requirements(),
+            )
 
 
 def _requirements() -> list[str]:
     from importlib.metadata import version
 
     pins = []
-    for name in ("torch", "numpy", "mlflow", "pyyaml", "opencv-python-headless"):
+    for name in ("torch", "numpy", "pandas", "mlflow", "pyyaml", "opencv-python-headless"):
         try:
             pins.append(f"{name}=={version(name).split('+')[0]}")
         except Exception:

@@ -91,10 +91,12 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             "params.yaml. Predictions come from the first network alone.\n",
             encoding="utf-8",
         )
-    write_history_csv(metrics_dir / "train_history.csv", history)
     loss_plot(history, model_dir / "loss_curves.png")
+    write_history_csv(metrics_dir / "train_history.csv", history)
+    summary["model_uri"] = run.finish(
+        summary, model_dir, model_dir / "loss_curves.png", metrics_dir / "train_history.csv"
+    )
     write_json(metrics_dir / "train.json", summary)
-    run.finish(summary, model_dir, model_dir / "loss_curves.png", metrics_dir / "train_history.csv")
     line = f"best val NME {100 * summary['best_val_nme']:.2f}% at epoch {summary['best_epoch']}"
     if "refine" in summary:
         line += (

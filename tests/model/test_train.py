@@ -11,12 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from facekeys.errors import FacekeysError
 from facekeys.models import ARCHITECTURES, build_model
+from facekeys.predict import KeypointPredictor
 from facekeys.train import TrainSettings, load_model, train
 
 TINY = TrainSettings(
@@ -134,19 +137,16 @@ def test_mlflow_run_in_a_temporary_sqlite_store(tiny_augmented, tmp_path, monkey
     assert {"loss.png", "history.csv", "model.json"} <= artifacts
 
     mlflow.set_tracking_uri(uri)
-    model_uri = f"runs:/{run.run_id}/model"
-    loaded = mlflow.pyfunc.load_model(model_uri)
-    batch = np.random.default_rng(0).integers(0, 255, (3, 32, 32), dtype=np.uint8)
-    out = loaded.predict(batch)  # the input example had 2 images; 3 must work too
-    assert out.shape == (3, 68, 2) and out.dtype == np.float32
-    reference, _ = load_model(tmp_path / "model")
-    from facekeys.train import prepare_batch
-
-    with torch.no_grad():
-        expected = reference(
-            prepare_batch(torch.from_numpy(batch).unsqueeze(1), torch.device("cpu"), False)
-        )
-    assert np.allclose(out, expected.numpy() * 32, atol=1e-4)
+    loaded = mlflow.pyfunc.load_model(f"runs:/{run.run_id}/model")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in
+              ((32, 32), (40, 56), (50, 30, 3))]  # fmt: skip
+    encoded = [cv2.imencode(".png", image)[1].tobytes() for image in images]
+    out = loaded.predict(pd.DataFrame({"image": encoded}))  # the example had 2 images; 3 work
+    assert out.shape == (3, 136) and list(out.columns[:3]) == ["x0", "y0", "x1"]
+    reference = KeypointPredictor.from_dir(tmp_path / "model")
+    expected = reference.to_label_convention(reference.predict(images)).reshape(3, -1)
+    assert np.allclose(out.to_numpy(), expected, atol=1e-4)
 
 
 def test_unreachable_tracking_server_fails_fast():
