@@ -1,0 +1,73 @@
+"""DVC stage register@<dataset>: the trained model -> a new version of the registered model
+<prefix>-<dataset> in the MLflow Model Registry, @champion only if it beats the current champion
+on the test set by register.min_improvement, else @challenger; metrics/<dataset>/register.json
+says which and why."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from facekeys.atomic import write_json
+from facekeys.errors import FacekeysError
+from facekeys.registry import register_version
+from facekeys.stagekit import dataset_arg, run_stage
+from facekeys.tracking import dvc_lock_hashes, flat_metrics, git_state, resolve_tracking_uri
+
+
+def _per_dataset(section: dict[str, Any], key: str, dataset: str) -> Any:
+    value = section.get(key)
+    if isinstance(value, dict):
+        if dataset not in value:
+            raise FacekeysError(f"params.yaml: register.{key} has no entry for {dataset}")
+        return value[dataset]
+    return value
+
+
+def main(params: dict[str, Any], argv: list[str]) -> None:
+    dataset = dataset_arg(argv, params)
+    section = params.get("register", {})
+    metrics = Path("metrics") / dataset
+    train = json.loads((metrics / "train.json").read_text(encoding="utf-8"))
+    report = json.loads((metrics / "eval.json").read_text(encoding="utf-8"))
+    gate = str(_per_dataset(section, "gate_metric", dataset))
+    split, _, key = gate.partition(".")
+    value = (report.get(split) or {}).get(key)
+    if value is None:
+        raise FacekeysError(f"metrics/{dataset}/eval.json has no value for {gate}")
+    if not train.get("model_uri") or not train.get("run_id"):
+        raise FacekeysError(f"metrics/{dataset}/train.json names no logged model; rerun train")
+    params_used = {k: params.get(k) for k in ("augment", "train")}
+    tags = {
+        "dataset": dataset,
+        **git_state("."),
+        **dvc_lock_hashes(".", f"augment@{dataset}"),
+        "params_sha256": hashlib.sha256(
+            json.dumps(params_used, sort_keys=True, default=str).encode()
+        ).hexdigest(),
+        **{k: f"{v:.6g}" for k, v in flat_metrics("eval", report).items()},
+    }
+    uri = resolve_tracking_uri(
+        section.get("mlflow_required", True), lambda line: print(line, file=sys.stderr)
+    )
+    record = register_version(
+        uri,
+        f"{section.get('model_name_prefix', 'facekeys')}-{dataset}",
+        train["model_uri"],
+        train["run_id"],
+        gate,
+        float(value),
+        float(_per_dataset(section, "min_improvement", dataset)),
+        tags,
+    )
+    write_json(metrics / "register.json", record)
+    print(
+        f"{record['registered_model']} version {record['version']} -> @{record['alias']}: "
+        f"{record['reason']}",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    run_stage("register", main)

@@ -1,0 +1,131 @@
+"""The promotion gate, in a temporary SQLite registry, and the champion served over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facekeys.registry import CHALLENGER, CHAMPION, decide, register_version
+from facekeys.tracking import MlflowRun
+from facekeys.train import train
+from tests.model.test_train import TINY
+
+
+@pytest.mark.parametrize(
+    ("new", "champion", "alias", "words"),
+    [
+        (0.05, None, CHAMPION, "first model"),
+        (0.04, 0.05, CHAMPION, "beats the champion's 0.05 by 0.01"),
+        (0.0499, 0.05, CHALLENGER, "by only"),  # better, but by less than min_improvement
+        (0.05, 0.05, CHALLENGER, "equals the champion's"),
+        (0.06, 0.05, CHALLENGER, "worse than the champion's"),
+        (float("nan"), 0.05, CHALLENGER, "not comparable"),
+    ],
+)
+def test_gate_decisions(new, champion, alias, words):
+    decision = decide("test.nme_mean", new, champion, min_improvement=0.0005)
+    assert decision.alias == alias and words in decision.reason
+
+
+@pytest.fixture
+def logged_model(tiny_augmented, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = MlflowRun(uri, "facekeys-test", params={}, tags={},
+                    artifact_root=(tmp_path / "artifacts").as_uri())  # fmt: skip
+    summary = train(tiny_augmented, tmp_path / "model", tmp_path / "ckpt.pt", TINY, logger=run)
+    (tmp_path / "h.csv").write_text("epoch\n1\n")
+    (tmp_path / "p.png").write_bytes(b"png")
+    model_uri = run.finish(summary, tmp_path / "model", tmp_path / "p.png", tmp_path / "h.csv")
+    return uri, model_uri, run.run_id
+
+
+def test_registry_aliases_follow_the_gate(logged_model):
+    import mlflow
+    import pandas as pd
+
+    uri, model_uri, run_id = logged_model
+
+    def register(value):
+        return register_version(uri, "facekeys-tiny", model_uri, run_id, "test.nme_mean", value,
+                                0.0005, {"git_commit": "abc"})  # fmt: skip
+
+    first, better, worse, equal = (register(v) for v in (0.05, 0.04, 0.045, 0.04))
+    assert (first["alias"], first["version"]) == (CHAMPION, 1)
+    assert (better["alias"], better["previous_champion_version"]) == (CHAMPION, 1)
+    assert worse["alias"] == CHALLENGER and "worse" in worse["reason"]
+    assert equal["alias"] == CHALLENGER and "equals" in equal["reason"]
+    client = mlflow.tracking.MlflowClient(uri, registry_uri=uri)
+    champion = client.get_model_version_by_alias("facekeys-tiny", CHAMPION)
+    challenger = client.get_model_version_by_alias("facekeys-tiny", CHALLENGER)
+    assert (str(champion.version), str(challenger.version)) == ("2", "4")
+    assert champion.tags["git_commit"] == "abc" and "beats" in champion.description
+    assert "equals" in challenger.description
+
+    mlflow.set_registry_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    loaded = mlflow.pyfunc.load_model("models:/facekeys-tiny@champion")
+    image = np.random.default_rng(1).integers(0, 255, (48, 40), dtype=np.uint8)
+    out = loaded.predict(pd.DataFrame({"image": [cv2.imencode(".jpg", image)[1].tobytes()]}))
+    assert out.shape == (1, 136) and np.isfinite(out.to_numpy()).all()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_champion_is_served_over_http(logged_model, tmp_path):
+    uri, model_uri, run_id = logged_model
+    register_version(uri, "facekeys-served", model_uri, run_id, "test.nme_mean", 0.05, 0.0, {})
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
+           "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen(
+        [str(mlflow_cli), "models", "serve", "-m", "models:/facekeys-served@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    output = server.stdout.read().decode(errors="replace") if server.stdout else ""
+                    pytest.fail(f"mlflow models serve did not come up:\n{output[-3000:]}")
+                time.sleep(0.5)
+        image = np.random.default_rng(2).integers(0, 255, (30, 50), dtype=np.uint8)
+        payload = {"dataframe_split": {"columns": ["image"], "data": [
+            [base64.b64encode(cv2.imencode(".png", image)[1].tobytes()).decode()]]}}  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+        rows = answer["predictions"]
+        assert len(rows) == 1 and len(rows[0]) == 136
+        assert all(-20 < rows[0][f"x{j}"] < 70 for j in range(68))  # image pixels, 50 wide
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
