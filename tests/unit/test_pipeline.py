@@ -132,6 +132,11 @@ def test_repro_end_to_end_and_stale_only(project):
         assert report["refinement_model"] == refined
         for plot in ("eval_ced.csv", "eval_landmarks.csv", "eval_errors.png", "eval_gallery.png"):
             assert (work / "metrics" / dataset / plot).is_file()
+        export = json.loads((work / "models" / dataset / "export" / "model.json").read_text())
+        assert len(export["networks"]) == (2 if refined else 1)
+        registered = json.loads((work / "metrics" / dataset / "register.json").read_text())
+        assert (registered["version"], registered["alias"]) == (1, "champion")
+        assert registered["load_with"] == f"models:/facekeys-{dataset}@champion"
     assert (work / "mlflow.db").is_file()
     assert not (work / "checkpoints").exists() or not any((work / "checkpoints").rglob("*.pt"))
 
@@ -153,7 +158,11 @@ def test_repro_end_to_end_and_stale_only(project):
     )
     fourth = dvc(work, env, "repro")
     ran = {line.split("'")[1] for line in fourth.stdout.splitlines() if "Running stage" in line}
-    assert ran == {"augment@kaggle-15", "train@kaggle-15", "evaluate@kaggle-15"}
+    assert ran == {
+        f"{stage}@kaggle-15" for stage in ("augment", "train", "evaluate", "export", "register")
+    }
+    registered = json.loads((work / "metrics/kaggle-15/register.json").read_text())
+    assert registered["version"] == 2 and registered["previous_champion_version"] == 1
 
 
 def test_unusable_data_stops_the_pipeline_with_one_line(project):
