@@ -62,11 +62,11 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
     params = (REPO / "params.yaml").read_text()
     for old, new in (  # a training run of seconds on the tiny data
-        ("  epochs: 14", "  epochs: 2"),
+        ("  epochs: 8\n", "  epochs: 2\n"),  # train.epochs and train.refine.epochs
         ("  batch_size: 64", "  batch_size: 4"),
         ("  width: 24", "  width: 8"),
-        ("    youtube-faces-68: 128", "    youtube-faces-68: 32"),
-        ("      image_size: 96", "      image_size: 32"),  # the refinement crops
+        ("    youtube-faces-68: 96", "    youtube-faces-68: 32"),
+        ("      image_size: 128", "      image_size: 32"),  # the refinement crops
     ):
         assert old in params, old
         params = params.replace(old, new)

@@ -1,0 +1,96 @@
+"""Inference speed of the exported model: eager PyTorch, TorchScript and ONNX Runtime side by side.
+
+For each data set with models/<dataset>/export/ this prints one line per runtime and network
+(first, refine, and both together: the cost of one face): milliseconds per face at batch 1 on
+one thread, and faces per second at batch 64 on all cores. Inputs are the test crops of each
+network (data/augmented/<dataset>[/refine]/test.npz), already cut, so only the networks are timed.
+
+Usage: python bench/bench_export.py [--datasets ...] [--repeats N]
+Goal (issue 5): ONNX Runtime at most 1 ms per face on one core at the default input size (dlib's
+shape predictor takes about 2 ms per face here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facekeys.augment import load_npz
+from facekeys.export import load_exported
+from facekeys.predict import KeypointPredictor, StageModel, onnx_session, run_network
+
+
+def _runtimes(model_dir: Path, threads: int) -> dict[str, KeypointPredictor]:
+    torch.set_num_threads(threads)
+    eager = KeypointPredictor.from_dir(model_dir)
+    scripted = load_exported(model_dir / "export", "torchscript")
+    onnx = load_exported(model_dir / "export", "onnx")
+    for stage in (onnx.first, onnx.refine):  # sessions with this thread count
+        if stage is not None:
+            name = "first" if stage is onnx.first else "refine"
+            stage.model = onnx_session(model_dir / "export" / f"{name}.onnx", threads)
+    return {"pytorch_eager": eager, "torchscript": scripted, "onnx_runtime": onnx}
+
+
+def _time(stage: StageModel, crops: np.ndarray, batch: int, repeats: int) -> float:
+    """Seconds per face, best of ``repeats`` passes over ``crops`` in batches of ``batch``."""
+    inputs = [stage.normalise(crops[i : i + batch]) for i in range(0, len(crops), batch)]
+    run_network(stage.model, inputs[0])  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for x in inputs:
+            run_network(stage.model, x)
+        best = min(best, (time.perf_counter() - start) / len(crops))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="*", default=["youtube-faces-68", "kaggle-15"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--faces", type=int, default=128, help="test crops per measurement")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    for dataset in args.datasets:
+        model_dir = Path("models") / dataset
+        if not (model_dir / "export" / "model.json").is_file():
+            print(f"{dataset}: no export in {model_dir / 'export'}", file=sys.stderr)
+            continue
+        data = Path("data/augmented") / dataset
+        crops = {"first": load_npz(data / "test.npz")["images"][: args.faces]}
+        if (data / "refine" / "test.npz").is_file():
+            crops["refine"] = load_npz(data / "refine" / "test.npz")["images"][: args.faces]
+        results: dict[str, dict[str, tuple[float, float]]] = {}
+        for threads, batch in ((1, 1), (cores, 64)):
+            for runtime, predictor in _runtimes(model_dir, threads).items():
+                stages = {"first": predictor.first, "refine": predictor.refine}
+                for name, stage in stages.items():
+                    if stage is None:
+                        continue
+                    seconds = _time(stage, crops[name], batch, args.repeats)
+                    results.setdefault(runtime, {}).setdefault(name, (0.0, 0.0))
+                    one, many = results[runtime][name]
+                    results[runtime][name] = (seconds, many) if batch == 1 else (one, seconds)
+        for runtime, per_stage in results.items():
+            total_one = sum(v[0] for v in per_stage.values())
+            total_many = sum(v[1] for v in per_stage.values())
+            parts = " ".join(
+                f"{name}_ms_per_face_b1_1thread={1000 * one:.2f} "
+                f"{name}_faces_per_s_b64_{cores}threads={1 / many:.0f}"
+                for name, (one, many) in per_stage.items()
+            )
+            print(
+                f"{dataset} {runtime}: face_ms_b1_1thread={1000 * total_one:.2f} "
+                f"faces_per_s_b64_{cores}threads={1 / total_many:.0f} | {parts}"
+            )
+
+
+if __name__ == "__main__":
+    main()
