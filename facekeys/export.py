@@ -11,6 +11,7 @@ Output folder (replaced atomically)::
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -40,6 +41,8 @@ def _export_network(stage: StageModel, folder: Path, name: str) -> dict[str, str
     traced.save(str(folder / torchscript))
     onnx_file = f"{name}.onnx"
     batch = torch.export.Dim("batch", min=1, max=65536)
+    # The exporter warns once per torchvision operator it cannot register (no torchvision here).
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

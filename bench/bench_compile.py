@@ -1,0 +1,61 @@
+"""Does torch.compile pay for training on this CPU? Training steps per second of the default
+heatmap network, eager vs torch.compile, same precision and thread count as the train stage.
+
+Usage: python bench/bench_compile.py [--size 128] [--steps 30]
+Prints one line per mode: compile seconds (first steps), then images/s over the timed steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from facekeys.losses import masked_loss
+from facekeys.models import build_model
+from facekeys.train import cpu_has_bf16
+
+
+def run(mode: str, size: int, steps: int, batch: int, width: int) -> str:
+    torch.manual_seed(0)
+    model = build_model("heatmap", 68, 1, size, width).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    dtype = torch.bfloat16 if cpu_has_bf16() else None
+    forward = torch.compile(model) if mode == "compile" else model
+    x = torch.randn(batch, 1, size, size).contiguous(memory_format=torch.channels_last)
+    target = torch.rand(batch, 68, 2)
+    mask = torch.ones(batch, 68, dtype=torch.bool)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            pred = forward(x)
+        loss = masked_loss(pred, target, mask, "wing", 0.04, 0.008, 0.01)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    start = time.perf_counter()
+    for _ in range(3):
+        step()
+    warm = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    rate = steps * batch / (time.perf_counter() - start)
+    return f"{mode}: size={size} batch={batch} first_3_steps_s={warm:.1f} images_per_s={rate:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--width", type=int, default=24)
+    args = parser.parse_args()
+    for mode in ("eager", "compile"):
+        print(run(mode, args.size, args.steps, args.batch, args.width), flush=True)
+
+
+if __name__ == "__main__":
+    main()
