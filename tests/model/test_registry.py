@@ -91,9 +91,11 @@ def test_champion_is_served_over_http(logged_model, tmp_path):
     uri, model_uri, run_id = logged_model
     register_version(uri, "facekeys-served", model_uri, run_id, "test.nme_mean", 0.05, 0.0, {})
     port = _free_port()
+    venv_bin = Path(sys.executable).parent  # mlflow runs `uvicorn` from PATH
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
-           "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
-    mlflow_cli = Path(sys.executable).parent / "mlflow"
+           "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    mlflow_cli = venv_bin / "mlflow"
     server = subprocess.Popen(
         [str(mlflow_cli), "models", "serve", "-m", "models:/facekeys-served@champion",
          "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
