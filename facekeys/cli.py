@@ -140,7 +140,9 @@ others are still predicted, and the exit status is then 1.""",
         "--model",
         required=True,
         help="a trained model folder (models/<dataset>), an export folder (models/<dataset>/"
-        "export) or an exported .onnx file (its folder's model.json describes it)",
+        "export), an exported .onnx file (its folder's model.json describes it), or a "
+        "registered model, models:/NAME@ALIAS (e.g. models:/facekeys-youtube-faces-68@champion; "
+        "store: MLFLOW_TRACKING_URI, default ./mlflow.db)",
     )
     p.add_argument("--out", required=True, help="prediction CSV to write")
     p.add_argument("--errors", help="errors CSV (default: <out stem>.errors.csv beside OUT)")

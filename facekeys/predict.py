@@ -266,13 +266,17 @@ def predict_files(
 
 
 def load_any_model(spec: str) -> KeypointPredictor:
-    """A predictor from a trained model folder, an export folder, or an exported ``.onnx`` file.
+    """A predictor from a trained model folder, an export folder, an exported ``.onnx`` file, or
+    an MLflow model URI (``models:/NAME@ALIAS``, ``runs:/RUN/model``) in the tracking store of
+    ``MLFLOW_TRACKING_URI`` (default: the project's ``mlflow.db``).
 
     Raises:
         FacekeysError: ``spec`` is none of those.
     """
     from facekeys.errors import FacekeysError
 
+    if spec.startswith(("models:/", "runs:/")):
+        return _load_registered(spec)
     path = Path(spec)
     if path.is_file() and path.suffix == ".onnx":
         from facekeys.export import load_exported
@@ -288,3 +292,27 @@ def load_any_model(spec: str) -> KeypointPredictor:
         f"{spec}: not a model (a folder with model.pt and model.json, an export folder, or "
         "an .onnx file)"
     )
+
+
+def _load_registered(uri: str) -> KeypointPredictor:
+    """The predictor inside a logged facekeys MLflow model (same networks, same path)."""
+    from facekeys.errors import FacekeysError
+    from facekeys.tracking import default_tracking_uri
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    tracking = default_tracking_uri(".")
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", tracking))
+    try:
+        model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    except (MlflowException, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise FacekeysError(f"{uri}: cannot load from {tracking}: {reason}") from None
+    predictor = getattr(model, "predictor", None)
+    if not isinstance(predictor, KeypointPredictor):
+        raise FacekeysError(f"{uri}: not a facekeys keypoint model")
+    return predictor

@@ -51,7 +51,7 @@ def logged_model(tiny_augmented, tmp_path, monkeypatch):
     return uri, model_uri, run.run_id
 
 
-def test_registry_aliases_follow_the_gate(logged_model):
+def test_registry_aliases_follow_the_gate(logged_model, monkeypatch):
     import mlflow
     import pandas as pd
 
@@ -73,6 +73,14 @@ def test_registry_aliases_follow_the_gate(logged_model):
     assert champion.tags["git_commit"] == "abc" and "beats" in champion.description
     assert "equals" in challenger.description
 
+    from facekeys.errors import FacekeysError
+    from facekeys.predict import load_any_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    via_cli_path = load_any_model("models:/facekeys-tiny@champion")  # facekeys predict --model
+    assert via_cli_path.predict([np.zeros((40, 40), np.uint8)]).shape == (1, 68, 2)
+    with pytest.raises(FacekeysError, match=r"models:/facekeys-tiny@nobody: cannot load from"):
+        load_any_model("models:/facekeys-tiny@nobody")
     mlflow.set_registry_uri(uri)
     mlflow.set_tracking_uri(uri)
     loaded = mlflow.pyfunc.load_model("models:/facekeys-tiny@champion")
