@@ -152,7 +152,9 @@ def load_exported(export_dir: str | os.PathLike[str], runtime: str = "onnx") -> 
                 "label_pixel_offset": card["label_pixel_offset"],
             }
             stages.append(StageModel(model, stage_card))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except Exception as exc:  # onnxruntime's load errors derive from Exception only
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise FacekeysError(f"{export_dir}: cannot load the exported model: {reason}") from None
+    if not stages:
+        raise FacekeysError(f"{export_dir}/model.json lists no networks")
     return KeypointPredictor(stages[0], stages[1] if len(stages) > 1 else None)

@@ -2,7 +2,7 @@
 cards) as artifacts, so loading it never unpickles anything (weights load with
 ``weights_only=True``).
 
-Input: a DataFrame with an ``image`` column of encoded image files (PNG, JPEG, ...: bytes, or
+Input: a DataFrame with an ``image`` column of encoded PNG or JPEG files (bytes, or
 base64 text as JSON requests carry them), or, called in Python, an image array / a list of image
 arrays. Output: one row per image with the keypoints in that image's pixels (the data set's
 label convention), columns ``x0, y0, ...`` (Kaggle: its named columns). The whole image is the
@@ -45,16 +45,23 @@ class KeypointImageModel(PythonModel):
         from facekeys.predict import prediction_columns
 
         if isinstance(model_input, pd.DataFrame):
-            images = [_decode(v) for v in model_input["image"]]
+            values = list(model_input["image"])
         elif isinstance(model_input, np.ndarray) and model_input.dtype == np.uint8:
-            images = [model_input] if model_input.ndim == 2 or (
+            values = [model_input] if model_input.ndim == 2 or (
                 model_input.ndim == 3 and model_input.shape[-1] in (3, 4)
             ) else list(model_input)  # fmt: skip
         else:
-            images = [_decode(v) for v in model_input]
+            values = list(model_input)
+        images = []
+        for row, value in enumerate(values):
+            try:
+                images.append(_decode(value))
+            except Exception as exc:  # one clear line naming the row, not a stack
+                raise ValueError(f"image row {row}: {exc}") from None
         points = self.predictor.to_label_convention(self.predictor.predict(images))
         columns = prediction_columns(self.predictor.card["format"])
-        return pd.DataFrame(points.reshape(len(images), -1).astype(np.float64), columns=columns)
+        rows = points.reshape(len(images), len(columns)).astype(np.float64)
+        return pd.DataFrame(rows, columns=columns)
 
 
 mlflow.models.set_model(KeypointImageModel())

@@ -162,7 +162,9 @@ class KeypointPredictor:
             matrix = stage.crop_matrix(image.shape, box)
             matrices.append(matrix)
             crops.append(warp(to_color(image, stage.color), matrix, stage.size, pad))
-        predicted = stage.predict_crops(np.stack(crops)) if crops else np.zeros((0, 0, 2))
+        if not crops:
+            return np.zeros((0, len(stage.card["keypoints"]["names"]), 2), np.float32)
+        predicted = stage.predict_crops(np.stack(crops))
         return np.stack(
             [apply_to_points(np.linalg.inv(m), p) for m, p in zip(matrices, predicted, strict=True)]
         ) if crops else predicted.astype(np.float32)  # fmt: skip

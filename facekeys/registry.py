@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from facekeys.errors import FacekeysError
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 # The tag on every version that holds its gate metric (lower is better).
@@ -76,24 +78,39 @@ def register_version(
         client.create_registered_model(
             name, description="facekeys keypoint model; aliases champion/challenger"
         )
-    champion_version, champion_value = None, None
+    champion_version, champion_value, mismatch = None, None, ""
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        # Only a missing alias means "no champion yet"; any other failure must not promote.
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise FacekeysError(f"registry {uri}: cannot read {name}@{CHAMPION}: {exc}") from None
+        current = None
+    if current is not None:
         champion_version = current.version
-        champion_value = float(current.tags.get(GATE_TAG, "nan"))
-        if math.isnan(champion_value):
-            champion_value = None
-    except MlflowException:
-        pass
-    decision = decide(metric, value, champion_value, min_improvement)
-    version = client.create_model_version(
-        name,
-        model_uri,
-        run_id=run_id,
-        tags={**tags, "gate_metric": metric, GATE_TAG: repr(float(value))},
-        description=decision.reason,
-    )
-    client.set_registered_model_alias(name, decision.alias, version.version)
+        if current.tags.get("gate_metric") != metric or GATE_TAG not in current.tags:
+            mismatch = (
+                f"the champion (version {current.version}) was gated on "
+                f"{current.tags.get('gate_metric', 'nothing')!r}, not {metric!r}: not comparable"
+            )
+        else:
+            champion_value = float(current.tags[GATE_TAG])
+    if mismatch:
+        decision = Decision(CHALLENGER, f"{mismatch}; kept as challenger")
+    else:
+        decision = decide(metric, value, champion_value, min_improvement)
+    try:
+        version = client.create_model_version(
+            name,
+            model_uri,
+            run_id=run_id,
+            tags={**tags, "gate_metric": metric, GATE_TAG: repr(float(value))},
+            description=decision.reason,
+        )
+        client.set_registered_model_alias(name, decision.alias, version.version)
+    except MlflowException as exc:
+        reason = str(exc).splitlines()[0]
+        raise FacekeysError(f"registry {uri}: cannot register {model_uri}: {reason}") from None
     return {
         "registered_model": name,
         "version": int(version.version),

@@ -258,10 +258,11 @@ def loss_plot(history: list[dict[str, Any]], path: Path) -> None:
         handle.write(buffer.getvalue())
 
 
-def resolve_tracking_uri(required: bool, log: Any = None) -> str:
-    """The tracking URI to use: ``MLFLOW_TRACKING_URI`` (or the project store), checked within
-    3 s; an unreachable server is an error, or, when not ``required``, the local store."""
-    uri = default_tracking_uri(".")
+def resolve_tracking_uri(required: bool, log: Any = None, recorded: str | None = None) -> str:
+    """The tracking URI to use: ``recorded`` (the store training logged to, from train.json), else
+    ``MLFLOW_TRACKING_URI`` (or the project store), checked within 3 s; an unreachable server is
+    an error, or, when not ``required``, the local store."""
+    uri = recorded or default_tracking_uri(".")
     try:
         check_reachable(uri)
     except FacekeysError as exc:
@@ -281,13 +282,19 @@ def log_to_run(uri: str, run_id: str, metrics: dict[str, float], artifacts: list
     from mlflow.tracking import MlflowClient
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    from mlflow.exceptions import MlflowException
+
     client = MlflowClient(tracking_uri=uri)
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items())]
-    for start in range(0, len(items), 500):
-        client.log_batch(run_id, metrics=items[start : start + 500])
-    for path in artifacts:
-        client.log_artifact(run_id, str(path))
+    try:
+        for start in range(0, len(items), 500):
+            client.log_batch(run_id, metrics=items[start : start + 500])
+        for path in artifacts:
+            client.log_artifact(run_id, str(path))
+    except MlflowException as exc:
+        reason = str(exc).splitlines()[0]
+        raise FacekeysError(f"MLflow {uri}: cannot log to run {run_id}: {reason}") from None
 
 
 def flat_metrics(prefix: str, value: Any) -> dict[str, float]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from facekeys.atomic import atomic_file, write_json
+from facekeys.atomic import atomic_file, sha256_file, write_json
 from facekeys.augment import load_npz
 from facekeys.errors import FacekeysError
 from facekeys.losses import LOSSES, masked_loss, nme_per_sample
@@ -74,6 +74,8 @@ class TrainSettings:
     def refine_from_params(cls, params: dict[str, Any]) -> TrainSettings:
         """Settings of the refinement model: the section's, with ``train.refine`` keys replaced."""
         overrides = params.get("refine") or {}
+        if not isinstance(overrides, dict):
+            raise FacekeysError("params.yaml: train.refine must be a mapping of train keys")
         unknown = set(overrides) - set(cls.__dataclass_fields__)
         if unknown:
             raise FacekeysError(f"params.yaml: train.refine: unknown keys {sorted(unknown)}")
@@ -291,6 +293,8 @@ def train(
         "data": meta["settings"],
         "format": meta["format"],
         "train_samples": len(train_data),
+        # Same settings on changed data must not resume or reuse a checkpoint.
+        "data_sha256": {n: sha256_file(data_dir / n) for n in ("train.npz", "val.npz")},
     }
     digest = config_hash(config)
 
@@ -320,7 +324,9 @@ def train(
             # A later step of the same stage failed after this training had finished.
             log(f"{checkpoint_path}: finished for this config; writing its model again")
             _write_model(out_dir, state["best_state"], state["model_card"])
-            return state["summary"]
+            summary = dict(state["summary"])
+            summary["run_id"] = logger.start(summary.get("run_id") or None)
+            return summary
         if state.get("config_hash") == digest:
             model.load_state_dict(state["model"])
             ema.load_state_dict(state["ema"])

@@ -44,9 +44,12 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         out,
         log=log,
     )
-    run_id = json.loads((metrics / "train.json").read_text(encoding="utf-8")).get("run_id")
+    trained = json.loads((metrics / "train.json").read_text(encoding="utf-8"))
+    run_id = trained.get("run_id")
     if run_id and section.get("log_to_mlflow", True):
-        uri = resolve_tracking_uri(section.get("mlflow_required", True), log)
+        uri = resolve_tracking_uri(
+            section.get("mlflow_required", True), log, trained.get("tracking_uri")
+        )
         numbers = flat_metrics("eval", {k: v for k, v in report.items() if isinstance(v, dict)})
         log_to_run(uri, run_id, numbers, [p for p in out.values() if p.is_file()])
 

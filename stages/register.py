@@ -49,7 +49,9 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         **{k: f"{v:.6g}" for k, v in flat_metrics("eval", report).items()},
     }
     uri = resolve_tracking_uri(
-        section.get("mlflow_required", True), lambda line: print(line, file=sys.stderr)
+        section.get("mlflow_required", True),
+        lambda line: print(line, file=sys.stderr),
+        train.get("tracking_uri"),
     )
     record = register_version(
         uri,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facekeys.atomic import sha256_file, write_json
+from facekeys.atomic import atomic_file, sha256_file, write_json
 from facekeys.errors import FacekeysError
 from facekeys.stagekit import dataset_arg, run_stage
 from facekeys.tracking import (
@@ -66,6 +66,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         keep_finished_checkpoint=has_refine,
     )
     history = [row | {"stage": "first"} for row in summary.pop("history")]
+    # A refinement network left from an earlier run outside DVC must never be picked up.
+    shutil.rmtree(model_dir / "refine", ignore_errors=True)
     if refine_settings is not None:
         # The second model re-crops around the first one's keypoints (see facekeys.predict).
         refine = train(
@@ -84,18 +86,17 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         summary["train_seconds_total"] = summary["train_seconds"] + refine["train_seconds"]
         shutil.rmtree(checkpoints, ignore_errors=True)
     else:
-        note = model_dir / "refine" / "NO_REFINEMENT.txt"
-        note.parent.mkdir(parents=True, exist_ok=True)
-        note.write_text(
-            f"No refinement network for {dataset}: augment.refine.{dataset} is null in "
-            "params.yaml. Predictions come from the first network alone.\n",
-            encoding="utf-8",
-        )
+        with atomic_file(model_dir / "refine" / "NO_REFINEMENT.txt", "w", encoding="utf-8") as f:
+            f.write(
+                f"No refinement network for {dataset}: augment.refine.{dataset} is null in "
+                "params.yaml. Predictions come from the first network alone.\n"
+            )
     loss_plot(history, model_dir / "loss_curves.png")
     write_history_csv(metrics_dir / "train_history.csv", history)
     summary["model_uri"] = run.finish(
         summary, model_dir, model_dir / "loss_curves.png", metrics_dir / "train_history.csv"
     )
+    summary["tracking_uri"] = uri  # evaluate and register log to the same store
     write_json(metrics_dir / "train.json", summary)
     line = f"best val NME {100 * summary['best_val_nme']:.2f}% at epoch {summary['best_epoch']}"
     if "refine" in summary:

@@ -13,7 +13,7 @@ from facekeys.augment import AugmentSettings, load_npz
 from facekeys.crop import apply_to_points, keypoint_box, square_crop_matrix, warp
 from facekeys.errors import FacekeysError
 from facekeys.predict import KeypointPredictor
-from facekeys.train import TrainSettings, train, write_history_csv
+from facekeys.train import EpochLogger, TrainSettings, train, write_history_csv
 from tests.model.test_train import TINY
 
 
@@ -92,10 +92,19 @@ def test_finished_checkpoint_is_not_trained_again(tiny_augmented, tmp_path):
     weights = (tmp_path / "m" / "model.pt").read_bytes()
     (tmp_path / "m" / "model.pt").unlink()  # DVC removes outputs before rerunning a stage
     lines: list[str] = []
-    again = train(tiny_augmented, tmp_path / "m", ckpt, TINY, log=lines.append,
+
+    class Recorder(EpochLogger):
+        def start(self, resumed_run_id):
+            self.resumed = resumed_run_id
+            return "run-1"
+
+    recorder = Recorder()
+    again = train(tiny_augmented, tmp_path / "m", ckpt, TINY, log=lines.append, logger=recorder,
                   keep_finished_checkpoint=True)  # fmt: skip
     assert any("finished for this config" in line for line in lines)
-    assert again["history"] == first["history"]
+    # The run is started (resumed) even then, so the refinement network can log into it.
+    assert again["run_id"] == "run-1"
+    assert again["history"] == first["history"] and again["best_epoch"] == first["best_epoch"]
     assert (tmp_path / "m" / "model.pt").read_bytes() == weights
 
 

@@ -62,6 +62,9 @@ def test_registry_aliases_follow_the_gate(logged_model, monkeypatch):
                                 0.0005, {"git_commit": "abc"})  # fmt: skip
 
     first, better, worse, equal = (register(v) for v in (0.05, 0.04, 0.045, 0.04))
+    other_metric = register_version(uri, "facekeys-tiny", model_uri, run_id, "test.rmse_px", 0.001,
+                                    0.0, {})  # fmt: skip
+    assert other_metric["alias"] == CHALLENGER and "not comparable" in other_metric["reason"]
     assert (first["alias"], first["version"]) == (CHAMPION, 1)
     assert (better["alias"], better["previous_champion_version"]) == (CHAMPION, 1)
     assert worse["alias"] == CHALLENGER and "worse" in worse["reason"]
@@ -69,9 +72,9 @@ def test_registry_aliases_follow_the_gate(logged_model, monkeypatch):
     client = mlflow.tracking.MlflowClient(uri, registry_uri=uri)
     champion = client.get_model_version_by_alias("facekeys-tiny", CHAMPION)
     challenger = client.get_model_version_by_alias("facekeys-tiny", CHALLENGER)
-    assert (str(champion.version), str(challenger.version)) == ("2", "4")
+    assert (str(champion.version), str(challenger.version)) == ("2", "5")
     assert champion.tags["git_commit"] == "abc" and "beats" in champion.description
-    assert "equals" in challenger.description
+    assert "not comparable" in challenger.description
 
     from facekeys.errors import FacekeysError
     from facekeys.predict import load_any_model
