@@ -25,6 +25,12 @@ def _per_dataset(section: dict[str, Any], key: str, dataset: str) -> Any:
     return value
 
 
+def _server_only(uri: str | None) -> str | None:
+    """The store training logged to, when it is a server; a local store path is this machine's
+    own and is found again from MLFLOW_TRACKING_URI or the project default."""
+    return uri if uri and uri.startswith(("http://", "https://")) else None
+
+
 def main(params: dict[str, Any], argv: list[str]) -> None:
     dataset = dataset_arg(argv, params)
     section = params.get("register", {})
@@ -51,7 +57,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     uri = resolve_tracking_uri(
         section.get("mlflow_required", True),
         lambda line: print(line, file=sys.stderr),
-        train.get("tracking_uri"),
+        _server_only(train.get("tracking_uri")),
     )
     record = register_version(
         uri,
