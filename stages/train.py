@@ -96,7 +96,9 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     summary["model_uri"] = run.finish(
         summary, model_dir, model_dir / "loss_curves.png", metrics_dir / "train_history.csv"
     )
-    summary["tracking_uri"] = uri  # evaluate and register log to the same store
+    # Where this run was logged; a store inside the project is written relative to it, so the
+    # file names no machine path.
+    summary["tracking_uri"] = uri.replace(f"sqlite:///{Path.cwd().resolve()}/", "sqlite:///")
     write_json(metrics_dir / "train.json", summary)
     line = f"best val NME {100 * summary['best_val_nme']:.2f}% at epoch {summary['best_epoch']}"
     if "refine" in summary:
