@@ -1,9 +1,11 @@
 """Inference speed of the exported model: eager PyTorch, TorchScript and ONNX Runtime side by side.
 
-For each data set with models/<dataset>/export/ this prints one line per runtime and network
-(first, refine, and both together: the cost of one face): milliseconds per face at batch 1 on
-one thread, and faces per second at batch 64 on all cores. Inputs are the test crops of each
-network (data/augmented/<dataset>[/refine]/test.npz), already cut, so only the networks are timed.
+For each data set with models/<dataset>/export/ this prints one line per runtime (eager PyTorch,
+the baseline; TorchScript; ONNX Runtime fp32 and int8) and network (first, refine, and both
+together: the cost of one face): milliseconds per face at batch 1 on one thread, faces per second
+at batch 64 on all cores, and the test NME of the whole prediction path with that runtime.
+Timing inputs are the test crops of each network (data/augmented/<dataset>[/refine]/test.npz),
+already cut, so only the networks are timed.
 
 Usage: python bench/bench_export.py [--datasets ...] [--repeats N]
 Goal (issue 5): ONNX Runtime at most 1 ms per face on one core at the default input size (dlib's
@@ -30,12 +32,35 @@ def _runtimes(model_dir: Path, threads: int) -> dict[str, KeypointPredictor]:
     torch.set_num_threads(threads)
     eager = KeypointPredictor.from_dir(model_dir)
     scripted = load_exported(model_dir / "export", "torchscript")
-    onnx = load_exported(model_dir / "export", "onnx")
-    for stage in (onnx.first, onnx.refine):  # sessions with this thread count
-        if stage is not None:
-            name = "first" if stage is onnx.first else "refine"
-            stage.model = onnx_session(model_dir / "export" / f"{name}.onnx", threads)
-    return {"pytorch_eager": eager, "torchscript": scripted, "onnx_runtime": onnx}
+    runtimes = {"pytorch_eager": eager, "torchscript": scripted}
+    for runtime, suffix in (("onnx", ".onnx"), ("onnx_int8", ".int8.onnx")):
+        if not (model_dir / "export" / f"first{suffix}").is_file():
+            continue
+        predictor = load_exported(model_dir / "export", runtime)
+        for stage in (predictor.first, predictor.refine):  # sessions with this thread count
+            if stage is not None:
+                name = "first" if stage is predictor.first else "refine"
+                stage.model = onnx_session(model_dir / "export" / f"{name}{suffix}", threads)
+        runtimes["onnx_runtime" if runtime == "onnx" else "onnx_runtime_int8"] = predictor
+    return runtimes
+
+
+def _test_nme(dataset: str, predictor: KeypointPredictor) -> float:
+    """Mean NME of the whole prediction path on the data set's test images."""
+    from facekeys.datasets import DATASETS
+    from facekeys.evaluate import OUTER_EYE_CORNERS, load_labelled, nme_per_image
+
+    layout = DATASETS[dataset]
+    files = layout.splits["test"]
+    fmt = predictor.card["format"]
+    data = load_labelled(
+        fmt,
+        Path("data/validated") / dataset / "test" / "valid.csv",
+        Path("data/raw") / dataset / files.images if files.images else None,
+        predictor.label_pixel_offset,
+    )
+    nme = nme_per_image(predictor.predict(data.images), data.points, OUTER_EYE_CORNERS[fmt])
+    return float(np.nanmean(nme))
 
 
 def _time(stage: StageModel, crops: np.ndarray, batch: int, repeats: int) -> float:
@@ -68,8 +93,11 @@ def main() -> None:
         if (data / "refine" / "test.npz").is_file():
             crops["refine"] = load_npz(data / "refine" / "test.npz")["images"][: args.faces]
         results: dict[str, dict[str, tuple[float, float]]] = {}
+        accuracy: dict[str, float] = {}
         for threads, batch in ((1, 1), (cores, 64)):
             for runtime, predictor in _runtimes(model_dir, threads).items():
+                if threads == cores:
+                    accuracy[runtime] = _test_nme(dataset, predictor)
                 stages = {"first": predictor.first, "refine": predictor.refine}
                 for name, stage in stages.items():
                     if stage is None:
@@ -88,7 +116,8 @@ def main() -> None:
             )
             print(
                 f"{dataset} {runtime}: face_ms_b1_1thread={1000 * total_one:.2f} "
-                f"faces_per_s_b64_{cores}threads={1 / total_many:.0f} | {parts}"
+                f"faces_per_s_b64_{cores}threads={1 / total_many:.0f} "
+                f"test_nme_percent={100 * accuracy[runtime]:.2f} | {parts}"
             )
 
 

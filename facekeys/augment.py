@@ -37,6 +37,7 @@ from facekeys.crop import (
     whole_image_matrix,
 )
 from facekeys.csvfile import read_records
+from facekeys.detect import DetectorSettings
 from facekeys.errors import FacekeysError
 from facekeys.images import ImageLimits, ImageProblem, load_image
 from facekeys.schemes import FLIP_PERMUTATION, FORMATS, CsvFormat, point_side
@@ -84,6 +85,7 @@ class AugmentSettings:
         mapping per data set. ``refine`` is read by ``refine_from_params``."""
         params = dict(params)
         params.pop("refine", None)
+        params.pop("detector", None)  # read by facekeys.detect.DetectorSettings
         for key in ("image_size", "label_pixel_offset"):
             value = params.get(key)
             if isinstance(value, dict):
@@ -112,7 +114,12 @@ class AugmentSettings:
         if not isinstance(overrides, dict):
             raise FacekeysError(f"params.yaml: augment.refine.{dataset} must be a mapping or null")
         base = cls.from_params(params, dataset)
-        unknown = set(overrides) - set(cls.__dataclass_fields__) - {"face_box"}
+        if "face_box" in overrides:
+            raise FacekeysError(
+                f"params.yaml: augment.refine.{dataset}: face_box cannot be set here (refinement "
+                "crops are always around the keypoints)"
+            )
+        unknown = set(overrides) - set(cls.__dataclass_fields__)
         if unknown:
             raise FacekeysError(
                 f"params.yaml: augment.refine.{dataset}: unknown keys {sorted(unknown)}"
@@ -512,6 +519,7 @@ def augment_dataset(
     out_dir: str | os.PathLike[str],
     settings: AugmentSettings,
     log: Any = None,
+    detector: DetectorSettings | None = None,
 ) -> dict[str, Any]:
     """Builds ``train.npz``, ``val.npz``, ``test.npz``, ``meta.json`` and ``preview.png``.
 
@@ -521,6 +529,8 @@ def augment_dataset(
         out_dir: Output folder, replaced atomically.
         settings: The augment params.
         log: Receives human-readable lines.
+        detector: Face detector to calibrate against this framing (whole-image crops only);
+            the result goes to ``meta["crop_policy"]["detector"]`` (None: not calibrated).
 
     Returns:
         The metadata written to ``meta.json``.
@@ -539,6 +549,8 @@ def augment_dataset(
     else:
         identities = [identity_of(n) for n in training.names]
         split_kind = "by identity (file name without its frame number)"
+    if settings.face_box == "keypoints":
+        _refuse_partial_labels(fmt_name, splits, {"training": training, "test": test})
     train_idx, val_idx = identity_split(identities, settings.val_fraction, settings.seed)
     if len(train_idx) == 0:
         raise FacekeysError(
@@ -559,6 +571,9 @@ def augment_dataset(
         margin=settings.margin,
         pad_value=settings.pad_value,
     )
+    policy_dict: dict[str, Any] = policy.to_dict()
+    if detector is not None and settings.face_box == "whole_image":
+        policy_dict["detector"] = _calibrate_detector(training, train_idx, settings, detector, log)
     train = built["train"]
     augmented = train["copy"] > (0 if settings.include_original else -1)
     meta = {
@@ -566,7 +581,7 @@ def augment_dataset(
         "image_size": settings.image_size,
         "channels": 3 if settings.color == "rgb" else 1,
         "color": settings.color,
-        "crop_policy": policy.to_dict(),
+        "crop_policy": policy_dict,
         "coordinates": "model-input pixels, pixel centres on integers; to_crop maps original "
         "image pixels (centres on integers) to them; source label = that + label_pixel_offset",
         "label_pixel_offset": settings.label_pixel_offset,
@@ -613,6 +628,65 @@ def augment_dataset(
         f"val {len(val_idx)}, test {len(test.names)}"
     )
     return meta
+
+
+def _refuse_partial_labels(
+    fmt_name: str,
+    splits: dict[str, tuple[str | os.PathLike[str], str | None]],
+    rows: dict[str, SplitRows],
+) -> None:
+    """Keypoint crops need every point: prediction crops around all the first network's points,
+    so a box around a labelled subset (Kaggle's 4-point rows) would teach another framing."""
+    for split, data in rows.items():
+        missing = np.isnan(data.points).any(axis=(1, 2))
+        if missing.any():
+            first = int(np.flatnonzero(missing)[0])
+            raise FacekeysError(
+                f"{splits[split][0]}: row {first + 1} ({data.names[first]}) and "
+                f"{int(missing.sum()) - 1} more miss keypoints; refinement crops need all "
+                f"{data.points.shape[1]} points (set augment.refine.<dataset> to null for "
+                f"{fmt_name})"
+            )
+
+
+def _calibrate_detector(
+    rows: SplitRows,
+    train_idx: np.ndarray,
+    settings: AugmentSettings,
+    detector: DetectorSettings,
+    log: Any,
+) -> dict[str, Any] | None:
+    """Measures where this framing lies around detector boxes (see facekeys.detect)."""
+    from facekeys.detect import calibrate
+
+    rng = np.random.default_rng(detector.seed)
+    count = min(detector.calibration_images, len(train_idx))
+    chosen = np.sort(rng.choice(train_idx, count, replace=False)) if count else train_idx
+
+    def samples() -> Iterator[tuple[np.ndarray, np.ndarray, tuple[float, ...]]]:
+        for index in chosen:
+            if rows.pixels is not None:
+                image = rows.pixels[index]
+            else:
+                image = load_image(rows.images_dir, rows.names[index], ImageLimits())
+            height, width = image.shape[:2]
+            side = float(max(width, height))
+            square = (width / 2.0 - side / 2.0, height / 2.0 - side / 2.0, side, side)
+            yield image, rows.points[index] - settings.label_pixel_offset, square
+
+    framing = calibrate(samples(), detector)
+    if framing is None:
+        log(
+            f"detector: {detector.cascade} found the labelled face in too few of {count} "
+            "training images; the model cannot be used with --detect haar"
+        )
+        return None
+    log(
+        f"detector: {detector.cascade} found the labelled face in {framing.calibrated_on} of "
+        f"{framing.searched} training images; framing square = {framing.side:.2f} box widths, "
+        f"centre shift ({framing.centre_dx:+.3f}, {framing.centre_dy:+.3f}) widths"
+    )
+    return framing.to_dict()
 
 
 def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

@@ -127,13 +127,22 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="""\
 Predict keypoints on images with a trained model folder (models/<dataset>: the first model and,
-where trained, the refinement model in refine/). Each whole image is the face box, as in the
-data sets (their images are face crops). Ground truth is never read.
+where trained, the refinement model in refine/). Ground truth is never read.
+
+--detect none (default): each whole image is the face, as in the data sets (their images are
+face crops). --detect haar: faces are found with OpenCV's Haar cascade and each is cropped the
+way the model's training images were framed (the calibration stored in the model card).
 
 Writes OUT (CSV in the data set's own layout, original image pixels, the data set's label
 convention): name, x0, y0, ..., x67, y67 for 68 points; name + Kaggle's named columns for 15.
-Images that cannot be used go to OUT's sibling <stem>.errors.csv (name, reason, detail); the
-others are still predicted, and the exit status is then 1.""",
+With --detect haar: one row per face, then face (0 = largest), face_x, face_y, face_w, face_h
+(the detector box). Images that cannot be used go to OUT's sibling <stem>.errors.csv (name,
+reason, detail); the others are still predicted, and the exit status is then 1. Images without
+a face are listed there too (reason no_face_found) but do not change the exit status.
+
+Example:
+  facekeys predict ../shared/data/sample-images/obamas.jpg --detect haar \
+      --model models/youtube-faces-68 --out faces.csv""",
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGES_DIR_OR_FILES", help="folders or images")
     p.add_argument(
@@ -146,6 +155,12 @@ others are still predicted, and the exit status is then 1.""",
     )
     p.add_argument("--out", required=True, help="prediction CSV to write")
     p.add_argument("--errors", help="errors CSV (default: <out stem>.errors.csv beside OUT)")
+    p.add_argument(
+        "--detect",
+        choices=("none", "haar"),
+        default="none",
+        help="none: the whole image is the face (face crops); haar: find faces first (photos)",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
     p.set_defaults(run=_run_predict)
 
@@ -162,8 +177,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     predictor = load_any_model(args.model)
     out = Path(args.out)
     errors = Path(args.errors) if args.errors else out.with_name(f"{out.stem}.errors.csv")
-    done, failed = predict_files(predictor, args.inputs, out, errors)
-    print(f"{out}: {done} images predicted; {failed} failed (see {errors})", file=sys.stderr)
+    done, failed, no_face = predict_files(predictor, args.inputs, out, errors, detect=args.detect)
+    faces = f"; {no_face} without a face" if args.detect == "haar" else ""
+    print(f"{out}: {done} images predicted; {failed} failed{faces} (see {errors})", file=sys.stderr)
     return EXIT_USER_ERROR if failed else 0
 
 

@@ -66,12 +66,11 @@ def keypoint_box(points: np.ndarray) -> tuple[float, float, float, float]:
     if len(present) < 2:
         raise ValueError("a keypoint box needs at least two points")
     low, high = present.min(axis=0), present.max(axis=0)
-    return (
-        float(low[0] + 0.5),
-        float(low[1] + 0.5),
-        float(high[0] - low[0]),
-        float(high[1] - low[1]),
-    )
+    # At least 1 px a side: points that collapse onto one spot (a failed first network) must
+    # still give a crop, not a division by zero.
+    width, height = max(float(high[0] - low[0]), 1.0), max(float(high[1] - low[1]), 1.0)
+    centre = (low + high) / 2.0 + 0.5
+    return (float(centre[0] - width / 2), float(centre[1] - height / 2), width, height)
 
 
 def whole_image_matrix(width: int, height: int, policy: CropPolicy) -> np.ndarray:

@@ -7,13 +7,23 @@ Output folder (replaced atomically)::
                               label offset, and per network its files and measured differences
     first.onnx, first.torchscript.pt
     refine.onnx, refine.torchscript.pt   (where the model has a refinement network)
+    first.int8.onnx, refine.int8.onnx    (with int8 settings: 8-bit convolutions, see below)
+
+The int8 files quantise the convolutions (weights per channel, activations calibrated on training
+crops) except the last one, which writes the heatmaps: the soft-argmax reads small differences
+between heatmap logits, and quantising that layer too took the test NME from 3.79 % to 7.9 %
+(README, "Export"). They cannot match PyTorch to 1e-4, so they are checked on accuracy instead:
+the NME on the test crops may rise by at most ``max_nme_increase``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +36,96 @@ from facekeys.predict import KeypointPredictor, StageModel, onnx_session, run_ne
 
 # Largest accepted difference from PyTorch, in the model's output unit (fractions of the input).
 DEFAULT_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Int8Settings:
+    """The ``export.int8`` section of params.yaml.
+
+    Attributes:
+        calibration_crops: Training crops (seeded sample) that set the activation ranges.
+        max_nme_increase: Largest accepted rise of the test-crop NME over PyTorch's (fraction of
+            the outer-eye-corner distance; 0.002 = 0.2 percentage points).
+        seed: Seed of the calibration sample.
+    """
+
+    calibration_crops: int = 256
+    max_nme_increase: float = 0.002
+    seed: int = 2026
+
+    @classmethod
+    def from_params(cls, section: dict[str, Any] | None) -> Int8Settings | None:
+        """None where the section is null (no int8 files)."""
+        if section is None:
+            return None
+        unknown = set(section) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise FacekeysError(f"params.yaml: export.int8: unknown keys {sorted(unknown)}")
+        settings = cls(**section)
+        if settings.calibration_crops < 1 or not settings.max_nme_increase >= 0:
+            raise FacekeysError(
+                "params.yaml: export.int8: calibration_crops must be >= 1 and max_nme_increase >= 0"
+            )
+        return settings
+
+
+@dataclass
+class Int8Data:
+    """What quantising one network needs: crops to calibrate on, labelled crops to check on."""
+
+    calibration: np.ndarray  # uint8 crops (training)
+    test_points: np.ndarray  # (N, P, 2) in input pixels of the check crops
+    test_mask: np.ndarray  # (N, P) labelled
+
+
+def _quantize_network(
+    stage: StageModel, folder: Path, name: str, data: Int8Data, settings: Int8Settings
+) -> str:
+    """Writes ``<name>.int8.onnx`` from ``<name>.onnx`` in ``folder``."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+    )
+    from onnxruntime.quantization import (
+        quantize_static as _quantize_static,
+    )
+
+    rng = np.random.default_rng(settings.seed)
+    count = min(settings.calibration_crops, len(data.calibration))
+    chosen = np.sort(rng.choice(len(data.calibration), count, replace=False))
+    batches = [stage.normalise(data.calibration[chosen[i : i + 32]]) for i in range(0, count, 32)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"image": x} for x in batches])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    prepared = folder / f".{name}.prepared.onnx"
+    quant_pre_process(str(folder / f"{name}.onnx"), str(prepared))
+    convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
+    out = f"{name}.int8.onnx"
+    logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization logs via root
+    with contextlib.redirect_stdout(io.StringIO()):  # and prints its calibration progress
+        _quantize_static(
+            str(prepared),
+            str(folder / out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv"],
+            nodes_to_exclude=convs[-1:],  # the heatmap layer (see the module docstring)
+            calibrate_method=CalibrationMethod.Percentile,
+        )
+    prepared.unlink()
+    return out
 
 
 def _export_network(stage: StageModel, folder: Path, name: str) -> dict[str, str]:
@@ -65,6 +165,8 @@ def export_model(
     check_crops: dict[str, np.ndarray],
     tolerance: float = DEFAULT_TOLERANCE,
     log: Any = None,
+    int8: Int8Settings | None = None,
+    int8_data: dict[str, Int8Data] | None = None,
 ) -> dict[str, Any]:
     """Exports every network of ``model_dir`` and checks each file against PyTorch.
 
@@ -72,9 +174,12 @@ def export_model(
         check_crops: uint8 crops per network name (``first``, ``refine``) to compare outputs on,
             e.g. the test images cut with that network's crop policy.
         tolerance: Largest accepted absolute difference in normalised output units.
+        int8: Also write int8 ONNX files (None: not).
+        int8_data: Per network, calibration crops and the labels of ``check_crops``.
 
     Raises:
-        FacekeysError: An exported network differs from PyTorch by more than ``tolerance``.
+        FacekeysError: An exported network differs from PyTorch by more than ``tolerance``, or
+            an int8 network loses more than ``int8.max_nme_increase`` of NME.
     """
     log = log or (lambda line: None)
     predictor = KeypointPredictor.from_dir(model_dir)
@@ -105,10 +210,23 @@ def export_model(
                         f"export: {name} {kind} differs from PyTorch by {differences[kind]:.2e} "
                         f"> {tolerance:.0e} (normalised units) on {len(x)} crops"
                     )
+            int8_report = None
+            if int8 is not None:
+                if int8_data is None or name not in int8_data:
+                    raise FacekeysError(f"export: no int8 calibration data for the {name} network")
+                files["onnx_int8"] = _quantize_network(stage, staging, name, int8_data[name], int8)
+                int8_report = _check_int8(
+                    stage, staging / files["onnx_int8"], x, reference, int8_data[name], int8, name
+                )
+                log(
+                    f"{name} onnx_int8: test-crop NME {100 * int8_report['nme_int8']:.3f} % "
+                    f"(PyTorch {100 * int8_report['nme_pytorch']:.3f} %)"
+                )
             card_networks.append(
                 {
                     "name": name,
                     "files": files,
+                    "int8": int8_report,
                     "input": stage.card["input"],
                     "crop_policy": stage.card["crop_policy"],
                     "output": stage.card["output"],
@@ -134,8 +252,48 @@ def export_model(
     return card
 
 
+def _check_int8(
+    stage: StageModel,
+    path: Path,
+    x: np.ndarray,
+    reference: np.ndarray,
+    data: Int8Data,
+    settings: Int8Settings,
+    name: str,
+) -> dict[str, Any]:
+    """NME on the labelled check crops, PyTorch against int8; raises above the allowed rise."""
+    from facekeys.evaluate import OUTER_EYE_CORNERS, nme_per_image
+
+    session = onnx_session(path)
+    out = np.concatenate([run_network(session, x[i : i + 64]) for i in range(0, len(x), 64)])
+    target = np.where(data.test_mask[..., None], data.test_points, np.nan)
+    pair = OUTER_EYE_CORNERS[stage.card["format"]]
+    nme = {
+        label: float(np.nanmean(nme_per_image(points * stage.size, target, pair)))
+        for label, points in (("pytorch", reference), ("int8", out))
+    }
+    report = {
+        "nme_pytorch": nme["pytorch"],
+        "nme_int8": nme["int8"],
+        "max_abs_difference_vs_pytorch": float(np.abs(out - reference).max()),
+        "settings": asdict(settings),
+    }
+    if not nme["int8"] - nme["pytorch"] <= settings.max_nme_increase:
+        raise FacekeysError(
+            f"export: {name} int8 test-crop NME {nme['int8']:.4f} is "
+            f"{nme['int8'] - nme['pytorch']:.4f} above PyTorch's {nme['pytorch']:.4f} "
+            f"(limit export.int8.max_nme_increase {settings.max_nme_increase}; set export.int8 "
+            "to null to skip int8 files)"
+        )
+    return report
+
+
+RUNTIMES = ("onnx", "onnx_int8", "torchscript")
+
+
 def load_exported(export_dir: str | os.PathLike[str], runtime: str = "onnx") -> KeypointPredictor:
-    """A predictor over exported files (``onnx`` or ``torchscript``), same prediction path."""
+    """A predictor over exported files (``onnx``, ``onnx_int8`` or ``torchscript``), same
+    prediction path."""
     import json
 
     export_dir = Path(export_dir)
@@ -143,8 +301,10 @@ def load_exported(export_dir: str | os.PathLike[str], runtime: str = "onnx") -> 
         card = json.loads((export_dir / "model.json").read_text(encoding="utf-8"))
         stages = []
         for network in card["networks"]:
+            if runtime not in network["files"]:
+                raise FacekeysError(f"no {runtime} file for the {network['name']} network")
             path = export_dir / network["files"][runtime]
-            model = onnx_session(path) if runtime == "onnx" else torch.jit.load(str(path))
+            model = torch.jit.load(str(path)) if runtime == "torchscript" else onnx_session(path)
             stage_card = {
                 **network,
                 "format": card["format"],

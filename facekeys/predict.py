@@ -137,6 +137,37 @@ class KeypointPredictor:
     def label_pixel_offset(self) -> float:
         return float(self.first.card.get("label_pixel_offset", 0.0))
 
+    @property
+    def detector(self) -> Any:
+        """The ``DetectorFraming`` of the first network's crop policy, or None (not calibrated)."""
+        from facekeys.detect import DetectorFraming
+
+        data = self.first.policy.get("detector")
+        return DetectorFraming.from_dict(data) if data else None
+
+    def predict_faces(self, image: np.ndarray) -> tuple[list[Box], np.ndarray]:
+        """Finds faces with the model's calibrated detector and predicts each one.
+
+        Returns:
+            Detector boxes ``(x, y, w, h)`` (largest first) and keypoints ``(faces, P, 2)`` in
+            original pixels.
+
+        Raises:
+            FacekeysError: The model carries no detector calibration.
+        """
+        from facekeys.detect import detect_faces
+        from facekeys.errors import FacekeysError
+
+        framing = self.detector
+        if framing is None:
+            raise FacekeysError(
+                "the model has no face detector calibration (crop_policy.detector in its "
+                "model.json; rerun the augment and train stages); use --detect none"
+            )
+        boxes = detect_faces(image, framing.settings)
+        frames: list[Box | None] = [framing.frame_box(box) for box in boxes]
+        return boxes, self.predict([image] * len(boxes), frames)
+
     def predict(
         self, images: list[np.ndarray], boxes: list[Box | None] | None = None
     ) -> np.ndarray:
@@ -213,20 +244,29 @@ def list_inputs(inputs: list[str]) -> list[tuple[str, str]]:
     return found
 
 
+FACE_COLUMNS = ["face", "face_x", "face_y", "face_w", "face_h"]
+
+
 def predict_files(
     predictor: KeypointPredictor,
     inputs: list[str],
     out_csv: str | os.PathLike[str],
     errors_csv: str | os.PathLike[str],
     batch_size: int = 32,
-) -> tuple[int, int]:
-    """Predicts every image of ``inputs`` (whole image as the face) into ``out_csv``.
+    detect: str = "none",
+) -> tuple[int, int, int]:
+    """Predicts every image of ``inputs`` into ``out_csv``.
+
+    ``detect="none"``: each whole image is the face (the data sets' images are face crops), one
+    row per image. ``detect="haar"``: faces are found with the model's calibrated detector, one
+    row per face with its index (largest first) and detector box (``FACE_COLUMNS``) after the
+    keypoints; an image without a face is listed in ``errors_csv`` as ``no_face_found``.
 
     A bad image (unreadable, too large, unsafe path, ...) goes to ``errors_csv`` with its reason
     and the others are still predicted. Both files are written atomically.
 
     Returns:
-        ``(images predicted, images failed)``.
+        ``(images predicted, images failed, images without a face)``.
     """
     import csv
     import sys
@@ -234,12 +274,18 @@ def predict_files(
     from tqdm import tqdm
 
     from facekeys.atomic import atomic_file
+    from facekeys.errors import FacekeysError
     from facekeys.images import ImageLimits, ImageProblem, load_image
 
+    if detect not in ("none", "haar"):
+        raise FacekeysError(f"--detect must be none or haar, not {detect!r}")
+    if detect == "haar" and predictor.detector is None:
+        predictor.predict_faces(np.zeros((1, 1), np.uint8))  # raises the one-line error
     items = list_inputs(inputs)
     columns = prediction_columns(predictor.card["format"])
     rows: list[list[str]] = []
     errors: list[list[str]] = []
+    done, no_face = 0, 0
     bar = tqdm(total=len(items), desc="predict", unit="img", disable=None, file=sys.stderr)
     for start in range(0, len(items), batch_size):
         names, images = [], []
@@ -250,21 +296,33 @@ def predict_files(
                 names.append(shown)
             except ImageProblem as problem:
                 errors.append([shown, problem.code, problem.detail])
-        if images:
+        if images and detect == "none":
             points = predictor.to_label_convention(predictor.predict(images))
             for name, pts in zip(names, points, strict=True):
                 rows.append([name, *(f"{v:.3f}" for v in pts.reshape(-1))])
+            done += len(images)
+        for name, image in zip(names, images, strict=True) if detect == "haar" else ():
+            boxes, points = predictor.predict_faces(image)
+            if not boxes:
+                errors.append([name, "no_face_found", "the face detector found no face"])
+                no_face += 1
+                continue
+            points = predictor.to_label_convention(points)
+            for face, (box, pts) in enumerate(zip(boxes, points, strict=True)):
+                coords = (f"{v:.3f}" for v in pts.reshape(-1))
+                rows.append([name, *coords, str(face), *(f"{v:.1f}" for v in box)])
+            done += 1
         bar.update(len(items[start : start + batch_size]))
     bar.close()
     with atomic_file(out_csv, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["name", *columns])
+        writer.writerow(["name", *columns, *(FACE_COLUMNS if detect == "haar" else [])])
         writer.writerows(rows)
     with atomic_file(errors_csv, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["name", "reason", "detail"])
         writer.writerows(errors)
-    return len(rows), len(errors)
+    return done, len(errors) - no_face, no_face
 
 
 def load_any_model(spec: str) -> KeypointPredictor:
@@ -283,7 +341,8 @@ def load_any_model(spec: str) -> KeypointPredictor:
     if path.is_file() and path.suffix == ".onnx":
         from facekeys.export import load_exported
 
-        return load_exported(path.parent, "onnx")
+        runtime = "onnx_int8" if path.name.endswith(".int8.onnx") else "onnx"
+        return load_exported(path.parent, runtime)
     if (path / "model.pt").is_file() and (path / "model.json").is_file():
         return KeypointPredictor.from_dir(path)
     if (path / "model.json").is_file() and any(path.glob("*.onnx")):

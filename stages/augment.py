@@ -1,6 +1,7 @@
 """DVC stage augment@<dataset>: validated rows -> data/augmented/<dataset>/{train,val,test}.npz,
 meta.json and preview.png; with augment.refine.<dataset> set, the same under refine/ with crops
-around the labelled keypoints."""
+around the labelled keypoints. The first network's crop policy also records how its framing lies
+around Haar face boxes (augment.detector), for photos."""
 
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from typing import Any
 
 from facekeys.augment import AugmentSettings, augment_dataset
 from facekeys.datasets import DATASETS
+from facekeys.detect import DetectorSettings
 from facekeys.stagekit import dataset_arg, run_stage
 
 
@@ -23,7 +25,13 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     out_dir = Path("data/augmented") / dataset
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     augment_dataset(
-        layout.format, splits, out_dir, AugmentSettings.from_params(section, dataset), log=log
+        layout.format,
+        splits,
+        out_dir,
+        AugmentSettings.from_params(section, dataset),
+        log=log,
+        # Calibrates photo face detection against the first network's framing (model card).
+        detector=DetectorSettings.from_params(section.get("detector")),
     )
     refine = AugmentSettings.refine_from_params(section, dataset)
     if refine is not None:

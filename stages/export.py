@@ -1,5 +1,6 @@
 """DVC stage export@<dataset>: models/<dataset> -> models/<dataset>/export/ (TorchScript and ONNX
-per network, model.json), each checked against PyTorch on the test crops; the differences go to
+per network, model.json), each checked against PyTorch on the test crops; with export.int8, also
+int8 ONNX files calibrated on training crops and checked on test-crop NME. The differences go to
 metrics/<dataset>/export.json."""
 
 import sys
@@ -8,7 +9,7 @@ from typing import Any
 
 from facekeys.atomic import write_json
 from facekeys.augment import load_npz
-from facekeys.export import DEFAULT_TOLERANCE, export_model
+from facekeys.export import DEFAULT_TOLERANCE, Int8Data, Int8Settings, export_model
 from facekeys.stagekit import dataset_arg, run_stage
 
 
@@ -16,21 +17,36 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     dataset = dataset_arg(argv, params)
     section = params.get("export", {})
     augmented = Path("data/augmented") / dataset
-    crops = {"first": load_npz(augmented / "test.npz")["images"]}
+    folders = {"first": augmented}
     if (augmented / "refine" / "test.npz").is_file():
-        crops["refine"] = load_npz(augmented / "refine" / "test.npz")["images"]
+        folders["refine"] = augmented / "refine"
+    tests = {name: load_npz(folder / "test.npz") for name, folder in folders.items()}
+    int8 = Int8Settings.from_params(section.get("int8"))
+    int8_data = None
+    if int8 is not None:
+        int8_data = {
+            name: Int8Data(
+                calibration=load_npz(folder / "train.npz")["images"],
+                test_points=tests[name]["points"],
+                test_mask=tests[name]["mask"],
+            )
+            for name, folder in folders.items()
+        }
     card = export_model(
         Path("models") / dataset,
         Path("models") / dataset / "export",
-        crops,
+        {name: test["images"] for name, test in tests.items()},
         tolerance=float(section.get("tolerance", DEFAULT_TOLERANCE)),
         log=lambda line: print(line, file=sys.stderr),
+        int8=int8,
+        int8_data=int8_data,
     )
     write_json(
         Path("metrics") / dataset / "export.json",
         {
             n["name"]: {"max_abs_difference_vs_pytorch": n["max_abs_difference_vs_pytorch"]}
             | {"checked_on_crops": n["checked_on_crops"]}
+            | ({"int8": n["int8"]} if n["int8"] else {})
             for n in card["networks"]
         },
     )

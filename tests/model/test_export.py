@@ -13,7 +13,7 @@ import pytest
 from facekeys.augment import load_npz
 from facekeys.cli import main
 from facekeys.errors import FacekeysError
-from facekeys.export import export_model, load_exported
+from facekeys.export import Int8Data, Int8Settings, export_model, load_exported
 from facekeys.predict import KeypointPredictor
 from facekeys.train import train
 from tests.model.test_train import TINY
@@ -24,12 +24,26 @@ def exported(two_stage):
     root = two_stage["dir"]
     train(root / "aug", root / "model", root / "c1.pt", TINY)
     train(root / "aug" / "refine", root / "model" / "refine", root / "c2.pt", TINY)
-    crops = {
-        "first": load_npz(root / "aug" / "test.npz")["images"],
-        "refine": load_npz(root / "aug" / "refine" / "test.npz")["images"],
-    }
-    card = export_model(root / "model", root / "model" / "export", crops)
+    tests = {"first": load_npz(root / "aug" / "test.npz"),
+             "refine": load_npz(root / "aug" / "refine" / "test.npz")}  # fmt: skip
+    crops = {name: test["images"] for name, test in tests.items()}
+    card = export_model(
+        root / "model", root / "model" / "export", crops, int8=INT8, int8_data=_int8_data(root)
+    )
     return two_stage, card, crops
+
+
+# The tiny models are barely trained; the int8 check is exercised by its own test below.
+INT8 = Int8Settings(calibration_crops=16, max_nme_increase=1.0)
+
+
+def _int8_data(root):
+    data = {}
+    for name, folder in (("first", root / "aug"), ("refine", root / "aug" / "refine")):
+        test = load_npz(folder / "test.npz")
+        data[name] = Int8Data(load_npz(folder / "train.npz")["images"], test["points"],
+                              test["mask"])  # fmt: skip
+    return data
 
 
 def test_exports_agree_with_pytorch(exported):
@@ -38,6 +52,11 @@ def test_exports_agree_with_pytorch(exported):
     assert [n["name"] for n in card["networks"]] == ["first", "refine"]
     for network in card["networks"]:
         assert set(network["max_abs_difference_vs_pytorch"]) == {"torchscript", "onnx"}
+        assert network["files"]["onnx_int8"] == f"{network['name']}.int8.onnx"
+        report = network["int8"]
+        # 8-bit convolutions change the numbers, a little: same points to within a pixel or so.
+        assert 0 < report["max_abs_difference_vs_pytorch"] < 0.1
+        assert abs(report["nme_int8"] - report["nme_pytorch"]) < 0.05
         assert max(network["max_abs_difference_vs_pytorch"].values()) <= 1e-4
         for name in network["files"].values():
             assert (export_dir / name).is_file()
@@ -52,6 +71,8 @@ def test_exports_agree_with_pytorch(exported):
     for runtime in ("onnx", "torchscript"):
         predictor = load_exported(export_dir, runtime)
         assert np.allclose(predictor.predict(images), expected, atol=0.01)
+    int8 = load_exported(export_dir, "onnx_int8").predict(images)
+    assert np.abs(int8 - expected).mean() < 1.0  # pixels of 64-px images
     onnx_first = load_exported(export_dir).first
     for batch in (1, 3, 8):  # dynamic batch
         out = onnx_first.predict_crops(crops["first"][:batch])
@@ -81,3 +102,23 @@ def test_export_refuses_a_network_that_disagrees(two_stage, tmp_path):
     with pytest.raises(FacekeysError, match=r"export: first torchscript differs from PyTorch"):
         export_model(root / "model", tmp_path / "export", crops, tolerance=-1.0)
     assert not (tmp_path / "export").exists(), "nothing is left behind"
+
+
+def test_int8_export_refuses_a_network_that_loses_accuracy(two_stage, tmp_path):
+    root = two_stage["dir"]
+    train(root / "aug", root / "model", root / "c1.pt", TINY)
+    crops = {"first": load_npz(root / "aug" / "test.npz")["images"]}
+    strict = Int8Settings(calibration_crops=8, max_nme_increase=-1.0)  # nothing can pass
+    with pytest.raises(FacekeysError, match=r"export: first int8 test-crop NME .* export\.int8 to"):
+        export_model(root / "model", tmp_path / "export", crops, int8=strict,
+                     int8_data=_int8_data(root))  # fmt: skip
+    assert not (tmp_path / "export").exists()
+
+
+def test_predict_cli_takes_the_int8_file(exported, tmp_path):
+    two_stage, _card, _crops = exported
+    int8_file = two_stage["dir"] / "model" / "export" / "first.int8.onnx"
+    out = tmp_path / "int8.csv"
+    assert main(["predict", str(two_stage["folder"]), "--model", str(int8_file),
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert len(list(csv.reader(out.open()))) == 41

@@ -79,3 +79,63 @@ def test_predict_user_errors_are_one_line(tiny_model, tmp_path, capsys):
         f"facekeys predict: error: {tmp_path / 'bad_model'}: cannot load the model"
     )
     assert "\n" not in err
+
+
+def test_detect_haar_needs_a_calibrated_model(tiny_model, tmp_path, capsys):
+    # Synthetic dot faces have nothing Haar can find: the tiny model has no calibration.
+    assert KeypointPredictor.from_dir(tiny_model).detector is None
+    status = main(["predict", str(tmp_path), "--model", str(tiny_model), "--detect", "haar",
+                   "--out", str(tmp_path / "p.csv")])  # fmt: skip
+    assert status == 1
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .startswith("facekeys predict: error: the model has no face detector calibration")
+    )
+
+
+@pytest.mark.realdata
+def test_detect_haar_predicts_every_face_of_a_photo(tiny_model, shared_data, tmp_path, capsys):
+    """One row per detected face, each predicted in the frame the calibration gives its box;
+    a photo without a face is listed with its reason but is not an error."""
+    import json
+
+    from facekeys.detect import DetectorFraming, DetectorSettings, detect_faces
+
+    card_path = tiny_model / "model.json"
+    card = json.loads(card_path.read_text())
+    framing = DetectorFraming(DetectorSettings(), 0.0, 0.05, 2.3, 50, 50, 0.3)
+    card["crop_policy"]["detector"] = framing.to_dict()
+    card_path.write_text(json.dumps(card))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    group = cv2.imread(str(shared_data / "sample-images" / "the_beatles.jpg"))
+    cv2.imwrite(str(photos / "group.png"), group)
+    cv2.imwrite(str(photos / "wall.png"), np.full((200, 300), 128, np.uint8))
+    out = tmp_path / "faces.csv"
+
+    status = main(["predict", str(photos), "--model", str(tiny_model), "--detect", "haar",
+                   "--out", str(out)])  # fmt: skip
+
+    assert status == 0, "an image without a face is not a failure"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"{out}: 1 images predicted; 0 failed; 1 without a face (see "
+        f"{tmp_path / 'faces.errors.csv'})"
+    )
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    boxes = detect_faces(group, framing.settings)
+    assert len(rows) == len(boxes) >= 4
+    assert [int(r["face"]) for r in rows] == list(range(len(boxes)))
+    predictor = KeypointPredictor.from_dir(tiny_model)
+    for row, box in zip(rows, boxes, strict=True):
+        assert [float(row[k]) for k in ("face_x", "face_y", "face_w", "face_h")] == pytest.approx(
+            box, abs=0.051
+        )
+        expected = predictor.predict([group], [framing.frame_box(box)])[0]
+        got = np.array([float(row[f"{a}{i}"]) for i in range(68) for a in "xy"]).reshape(68, 2)
+        assert np.allclose(got, predictor.to_label_convention(expected), atol=1e-3)
+    with (tmp_path / "faces.errors.csv").open() as handle:
+        assert [(Path(e["name"]).name, e["reason"]) for e in csv.DictReader(handle)] == [
+            ("wall.png", "no_face_found")
+        ]

@@ -115,3 +115,27 @@ def test_history_csv_names_the_stage(tmp_path):
     lines = (tmp_path / "h.csv").read_text().splitlines()
     assert lines[0].endswith(",stage") and lines[1].endswith(",first")
     assert lines[2].startswith("2,") and lines[2].endswith(",refine")
+
+
+def test_refine_entry_cannot_change_the_face_box():
+    section = {"refine": {"d": {"face_box": "whole_image"}}}
+    with pytest.raises(FacekeysError, match=r"augment\.refine\.d: face_box cannot be set here"):
+        AugmentSettings.refine_from_params(section, "d")
+
+
+def test_refine_data_refuses_partly_labelled_rows(tiny_kaggle, tmp_path):
+    """Kaggle's 4-point rows would teach a box around a subset of the points; prediction crops
+    around all of them. The stage stops with one line naming the file and the first such row."""
+    from facekeys.augment import augment_dataset
+    from tests.conftest import kaggle_row
+
+    csv_path = tiny_kaggle([kaggle_row(), kaggle_row(missing_optional=True), kaggle_row()])
+    settings = AugmentSettings(image_size=32, face_box="keypoints", margin=0.2, workers=1)
+    splits = {"training": (csv_path, None), "test": (csv_path, None)}
+    with pytest.raises(FacekeysError) as info:
+        augment_dataset("kaggle15", splits, tmp_path / "out", settings)
+    assert str(info.value) == (
+        f"{csv_path}: row 2 (row2) and 0 more miss keypoints; refinement crops need all 15 "
+        "points (set augment.refine.<dataset> to null for kaggle15)"
+    )
+    assert not (tmp_path / "out").exists()

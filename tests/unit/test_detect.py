@@ -1,0 +1,77 @@
+"""Face detection settings and the calibration that maps detector boxes to a model's framing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facekeys import detect
+from facekeys.crop import keypoint_box
+from facekeys.detect import DetectorFraming, DetectorSettings, calibrate, matching_face
+from facekeys.errors import FacekeysError
+
+
+def test_detector_settings_refuse_bad_values_in_one_line():
+    assert DetectorSettings.from_params(None) == DetectorSettings()
+    with pytest.raises(FacekeysError, match=r"augment\.detector: unknown keys \['minsize'\]"):
+        DetectorSettings.from_params({"minsize": 3})
+    with pytest.raises(FacekeysError, match=r"must be a file name, not a path.*must be > 1"):
+        DetectorSettings.from_params({"cascade": "../evil.xml", "scale_factor": 1.0})
+
+
+def test_unknown_cascade_is_a_clear_error():
+    with pytest.raises(FacekeysError, match=r"Haar cascade 'nope\.xml' is not in"):
+        detect.detect_faces(np.zeros((64, 64), np.uint8), DetectorSettings(cascade="nope.xml"))
+
+
+def test_no_search_below_the_smallest_face():
+    tiny = np.zeros((20, 30), np.uint8)
+    assert detect.detect_faces(tiny, DetectorSettings(min_size_px=24)) == []
+
+
+def test_matching_face_is_the_box_around_the_labelled_points():
+    points = np.array([[50.0, 60.0], [80.0, 60.0], [65.0, 90.0], [np.nan, np.nan]])
+    boxes = [(0.0, 0.0, 40.0, 40.0), (40.0, 45.0, 50.0, 50.0), (60.0, 72.0, 8.0, 8.0)]
+    # Both of the last two hold the centre (65, 75); the second overlaps the points' box more.
+    assert matching_face(boxes, points) == boxes[1]
+    assert matching_face([(0.0, 0.0, 10.0, 10.0)], points) is None
+
+
+def test_calibration_recovers_the_framing_and_frame_box_applies_it(monkeypatch):
+    """A detector whose box is the trained square shrunk 2.5x and shifted up by 0.1 of its width
+    must calibrate to exactly that, and frame_box must map its boxes back to the squares."""
+    rng = np.random.default_rng(0)
+    samples, truth = [], {}
+    for k in range(30):
+        side = rng.uniform(80, 300)
+        square = (rng.uniform(-20, 20), rng.uniform(-20, 20), side, side)
+        w = side / 2.5
+        cx, cy = square[0] + side / 2, square[1] + side / 2 - 0.1 * w
+        box = (cx - w / 2, cy - w / 2, w, w)
+        image = np.full((4, 4), k, np.uint8)  # the fake detector recognises images by value
+        truth[k] = box
+        points = np.array([[cx - w / 4, cy], [cx + w / 4, cy + w / 4]])
+        samples.append((image, points, square))
+    monkeypatch.setattr(
+        detect, "detect_faces", lambda image, settings: [(0.0, 0.0, 1.0, 1.0), truth[image[0, 0]]]
+    )
+    framing = calibrate(samples, DetectorSettings())
+    assert framing is not None
+    assert framing.side == pytest.approx(2.5) and framing.side_iqr == pytest.approx(0, abs=1e-9)
+    assert (framing.centre_dx, framing.centre_dy) == pytest.approx((0.0, 0.1))
+    assert (framing.calibrated_on, framing.searched) == (30, 30)
+    for _image, _points, square in samples[:5]:
+        box = truth[_image[0, 0]]
+        assert framing.frame_box(box) == pytest.approx(square)
+    assert DetectorFraming.from_dict(framing.to_dict()) == framing
+
+
+def test_calibration_with_too_few_faces_gives_none(monkeypatch):
+    monkeypatch.setattr(detect, "detect_faces", lambda image, settings: [])
+    samples = [(np.zeros((4, 4), np.uint8), np.ones((2, 2)), (0, 0, 4, 4))] * 20
+    assert calibrate(samples, DetectorSettings()) is None
+
+
+def test_keypoint_box_of_collapsed_points_still_has_a_size():
+    box = keypoint_box(np.full((68, 2), 7.0))
+    assert box == (7.0, 7.0, 1.0, 1.0)  # centred on the point (edge convention: +0.5)
