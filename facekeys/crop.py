@@ -4,10 +4,11 @@ Coordinates follow the pixel-centre convention of OpenCV: pixel ``i`` is centred
 is an affine map from original image pixels to the square model input of side ``size``; keeping
 the map (not just the crop) lets predictions go back to original pixels exactly.
 
-The crop policy (stored in ``meta.json`` and, later, with every model) is: take a square box
-centred on the face box, side = the box's longer side x ``1 + 2 * margin``, pad where the box
-leaves the image (never stretch), resize to ``size``. For the data sets the face box is the whole
-image (they are face crops already) with margin 0; for photos it will be a detector box.
+The crop policy (stored in ``meta.json`` and with every model) is: take a square box centred on
+the face box, side = the box's longer side x ``1 + 2 * margin``, pad where the box leaves the
+image (never stretch), resize to ``size``. For the data sets the face box is the whole image
+(they are face crops already) with margin 0. For photos, a detector box is first mapped to the
+square that framing stands for (``crop_policy.detector``, see facekeys.detect).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ class CropPolicy:
 
     Attributes:
         size: Side of the square model input, pixels.
-        face_box: ``whole_image`` (the data sets), ``detector`` (photos: a face detector box) or
-            ``keypoints`` (the box around keypoints a first model predicted: refinement).
+        face_box: ``whole_image`` (the data sets; photos map a detector box to that framing)
+            or ``keypoints`` (the box around keypoints a first model predicted: refinement).
         margin: Extra context on each side, as a fraction of the box's longer side.
         pad_value: Gray value of the padding where the square leaves the image.
     """

@@ -56,18 +56,30 @@ class DetectorSettings:
     @classmethod
     def from_params(cls, section: dict[str, Any] | None) -> DetectorSettings:
         """Reads ``augment.detector``; raises FacekeysError naming unknown keys or bad values."""
+        if section is not None and not isinstance(section, dict):
+            raise FacekeysError("params.yaml: augment.detector must be a mapping")
         section = dict(section or {})
         unknown = set(section) - set(cls.__dataclass_fields__)
         if unknown:
             raise FacekeysError(f"params.yaml: augment.detector: unknown keys {sorted(unknown)}")
+        kinds = {"cascade": str, "scale_factor": (int, float)}
+        wrong = [
+            key
+            for key, value in section.items()
+            if isinstance(value, bool)
+            or not isinstance(value, kinds.get(key, int))  # the other keys are integers
+        ]
+        if wrong:
+            raise FacekeysError(f"params.yaml: augment.detector: wrong type for {sorted(wrong)}")
         settings = cls(**section)
         problems = []
         if os.path.basename(settings.cascade) != settings.cascade:
             problems.append(f"cascade {settings.cascade!r} must be a file name, not a path")
         if not settings.scale_factor > 1.0:
             problems.append(f"scale_factor {settings.scale_factor} must be > 1")
-        if settings.min_neighbors < 0:
-            problems.append(f"min_neighbors {settings.min_neighbors} must be >= 0")
+        if settings.min_neighbors < 1:
+            # 0 keeps every raw window hit: hundreds of boxes per photo.
+            problems.append(f"min_neighbors {settings.min_neighbors} must be >= 1")
         if not 8 <= settings.min_size_px <= settings.max_side_px:
             problems.append(f"min_size_px {settings.min_size_px} outside 8..max_side_px")
         if settings.calibration_images < MIN_CALIBRATION_FACES:
@@ -114,14 +126,20 @@ def detect_faces(image: np.ndarray, settings: DetectorSettings) -> list[Box]:
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
     if min(gray.shape) < settings.min_size_px:
         return []
+    # The real factor per axis (the shrunk size is rounded).
+    sx, sy = width / gray.shape[1], height / gray.shape[0]
     found = _cascade(settings.cascade).detectMultiScale(
         cv2.equalizeHist(gray),
         scaleFactor=settings.scale_factor,
         minNeighbors=settings.min_neighbors,
         minSize=(settings.min_size_px, settings.min_size_px),
     )
-    boxes = [tuple(float(v) / shrink for v in box) for box in np.asarray(found).reshape(-1, 4)]
-    return sorted(boxes, key=lambda b: -b[2] * b[3])  # type: ignore[return-value]
+    boxes = [
+        (float(x) * sx, float(y) * sy, float(w) * sx, float(h) * sy)
+        for x, y, w, h in np.asarray(found).reshape(-1, 4)
+    ]
+    # Ties broken by position, so the face index does not depend on the detector's order.
+    return sorted(boxes, key=lambda b: (-b[2] * b[3], b[1], b[0]))
 
 
 @dataclass(frozen=True)
@@ -159,7 +177,11 @@ class DetectorFraming:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DetectorFraming:
-        return cls(**{**data, "settings": DetectorSettings(**data["settings"])})
+        """Reads ``crop_policy.detector`` of a model card; FacekeysError when malformed."""
+        try:
+            return cls(**{**data, "settings": DetectorSettings(**data["settings"])})
+        except (TypeError, KeyError) as exc:
+            raise FacekeysError(f"model card: crop_policy.detector is malformed ({exc})") from None
 
 
 def matching_face(boxes: list[Box], points: np.ndarray) -> Box | None:

@@ -58,9 +58,13 @@ class Int8Settings:
         """None where the section is null (no int8 files)."""
         if section is None:
             return None
+        if not isinstance(section, dict):
+            raise FacekeysError("params.yaml: export.int8 must be a mapping or null")
         unknown = set(section) - set(cls.__dataclass_fields__)
         if unknown:
             raise FacekeysError(f"params.yaml: export.int8: unknown keys {sorted(unknown)}")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in section.values()):
+            raise FacekeysError("params.yaml: export.int8: values must be numbers")
         settings = cls(**section)
         if settings.calibration_crops < 1 or not settings.max_nme_increase >= 0:
             raise FacekeysError(
@@ -107,24 +111,30 @@ def _quantize_network(
             return next(self.items, None)
 
     prepared = folder / f".{name}.prepared.onnx"
-    quant_pre_process(str(folder / f"{name}.onnx"), str(prepared))
-    convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
     out = f"{name}.int8.onnx"
-    logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization logs via root
-    with contextlib.redirect_stdout(io.StringIO()):  # and prints its calibration progress
-        _quantize_static(
-            str(prepared),
-            str(folder / out),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["Conv"],
-            nodes_to_exclude=convs[-1:],  # the heatmap layer (see the module docstring)
-            calibrate_method=CalibrationMethod.Percentile,
-        )
-    prepared.unlink()
+    root = logging.getLogger()
+    level = root.level
+    # onnxruntime.quantization logs through the root logger and prints calibration progress.
+    root.setLevel(logging.ERROR)
+    try:
+        quant_pre_process(str(folder / f"{name}.onnx"), str(prepared))
+        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
+        with contextlib.redirect_stdout(io.StringIO()):
+            _quantize_static(
+                str(prepared),
+                str(folder / out),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["Conv"],
+                nodes_to_exclude=convs[-1:],  # the heatmap layer (see the module docstring)
+                calibrate_method=CalibrationMethod.Percentile,
+            )
+    finally:
+        root.setLevel(level)
+        prepared.unlink(missing_ok=True)
     return out
 
 

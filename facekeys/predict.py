@@ -164,8 +164,12 @@ class KeypointPredictor:
                 "the model has no face detector calibration (crop_policy.detector in its "
                 "model.json; rerun the augment and train stages); use --detect none"
             )
+        from facekeys.augment import to_model_color
+
         boxes = detect_faces(image, framing.settings)
         frames: list[Box | None] = [framing.frame_box(box) for box in boxes]
+        if self.refine is None or self.refine.color == self.first.color:
+            image = to_model_color(image, self.first.color)  # once per photo, not per face
         return boxes, self.predict([image] * len(boxes), frames)
 
     def predict(

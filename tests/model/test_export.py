@@ -122,3 +122,16 @@ def test_predict_cli_takes_the_int8_file(exported, tmp_path):
     assert main(["predict", str(two_stage["folder"]), "--model", str(int8_file),
                  "--out", str(out)]) == 0  # fmt: skip
     assert len(list(csv.reader(out.open()))) == 41
+
+
+def test_int8_params_are_checked_in_one_line():
+    assert Int8Settings.from_params(None) is None
+    assert Int8Settings.from_params({"calibration_crops": 8}).calibration_crops == 8
+    for bad, message in (
+        (True, "must be a mapping or null"),
+        ({"crops": 8}, r"unknown keys \['crops'\]"),
+        ({"calibration_crops": "8"}, "values must be numbers"),
+        ({"calibration_crops": 0}, "calibration_crops must be >= 1"),
+    ):
+        with pytest.raises(FacekeysError, match=message):
+            Int8Settings.from_params(bad)

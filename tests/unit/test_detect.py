@@ -24,9 +24,58 @@ def test_unknown_cascade_is_a_clear_error():
         detect.detect_faces(np.zeros((64, 64), np.uint8), DetectorSettings(cascade="nope.xml"))
 
 
-def test_no_search_below_the_smallest_face():
+def test_no_search_below_the_smallest_face(monkeypatch):
+    def no_cascade(name):
+        raise AssertionError("the cascade must not run on an image smaller than min_size_px")
+
+    monkeypatch.setattr(detect, "_cascade", no_cascade)
     tiny = np.zeros((20, 30), np.uint8)
     assert detect.detect_faces(tiny, DetectorSettings(min_size_px=24)) == []
+    # A large photo is shrunk to max_side_px first: then 30 px at full size is 15 px.
+    big = np.zeros((30, 4000), np.uint8)
+    assert detect.detect_faces(big, DetectorSettings(min_size_px=24, max_side_px=2000)) == []
+
+
+def test_wrong_types_in_params_are_one_line_errors():
+    with pytest.raises(FacekeysError, match=r"wrong type for \['cascade', 'min_neighbors'\]"):
+        DetectorSettings.from_params({"cascade": 5, "min_neighbors": "3"})
+    with pytest.raises(FacekeysError, match="must be a mapping"):
+        DetectorSettings.from_params(["haar"])
+    with pytest.raises(FacekeysError, match=r"crop_policy\.detector is malformed"):
+        DetectorFraming.from_dict({"settings": {}, "side": 2.0})
+
+
+def test_detected_photo_is_cropped_exactly_like_its_training_image(tmp_path, monkeypatch):
+    """Calibrated on wide images through the augment stage's own code, a detector box maps to
+    the same model-input crop as the whole image under the crop policy (margin included)."""
+    import cv2
+
+    from facekeys.augment import AugmentSettings, SplitRows, _calibrate_detector
+    from facekeys.crop import CropPolicy, square_crop_matrix, whole_image_matrix
+
+    names, points, boxes = [], [], {}
+    for k in range(12):
+        w, h = 88 + 8 * k, (88 + 8 * k) * 3 // 4  # wide: the square pads top and bottom
+        box = (0.3 * w, 0.2 * h, 0.35 * w, 0.35 * w)
+        image = np.full((h, w), k, np.uint8)
+        cv2.imwrite(str(tmp_path / f"p{k}.png"), image)
+        names.append(f"p{k}.png")
+        boxes[k] = box
+        cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+        points.append([[cx - 5, cy - 5], [cx + 5, cy + 5]])
+    rows = SplitRows(names, np.array(points, np.float32) + 1.0, images_dir=str(tmp_path))
+    monkeypatch.setattr(detect, "detect_faces", lambda image, settings: [boxes[image[0, 0]]])
+    settings = AugmentSettings(label_pixel_offset=1.0)
+    data = _calibrate_detector(
+        rows, np.arange(12), settings, DetectorSettings(calibration_images=12), lambda line: None
+    )
+    framing = DetectorFraming.from_dict(data)
+    policy = CropPolicy(size=64, margin=0.1)
+    for k in range(12):
+        w, h = 88 + 8 * k, (88 + 8 * k) * 3 // 4
+        expected = whole_image_matrix(w, h, policy)
+        got = square_crop_matrix(framing.frame_box(boxes[k]), policy.size, policy.margin)
+        assert np.allclose(got, expected, atol=1e-6), (k, got, expected)
 
 
 def test_matching_face_is_the_box_around_the_labelled_points():
