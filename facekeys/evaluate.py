@@ -228,12 +228,12 @@ def draw_gallery(
 
 def error_plots(results: dict[str, dict], fmt_name: str) -> bytes:
     """CED curves (model and mean-shape baseline, per split) and per-landmark NME: PNG bytes."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from facekeys.tracking import figure_png
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for k, (label, result) in enumerate(results.items()):
@@ -257,10 +257,7 @@ def error_plots(results: dict[str, dict], fmt_name: str) -> bytes:
     right.set_title("error per landmark")
     right.legend(fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 @dataclass

@@ -251,11 +251,25 @@ def loss_plot(history: list[dict[str, Any]], path: Path) -> None:
     right.set_ylabel("val NME (% of outer-eye distance)")
     right.grid(alpha=0.3)
     fig.tight_layout()
+    with atomic_file(path, "wb") as handle:
+        handle.write(figure_png(fig))
+
+
+def figure_png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (100 dpi); the figure is closed."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    with atomic_file(path, "wb") as handle:
-        handle.write(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def recorded_server(uri: str | None) -> str | None:
+    """The store training logged to (train.json's ``tracking_uri``), when it is a server; a local
+    store path is that machine's own and is found again from MLFLOW_TRACKING_URI or the project
+    default."""
+    return uri if uri and uri.startswith(("http://", "https://")) else None
 
 
 def resolve_tracking_uri(required: bool, log: Any = None, recorded: str | None = None) -> str:

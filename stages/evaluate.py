@@ -12,13 +12,7 @@ from facekeys.augment import load_npz
 from facekeys.datasets import DATASETS
 from facekeys.evaluate import SplitSource, evaluate_model
 from facekeys.stagekit import dataset_arg, run_stage
-from facekeys.tracking import flat_metrics, log_to_run, resolve_tracking_uri
-
-
-def _server_only(uri: str | None) -> str | None:
-    """The store training logged to, when it is a server; a local store path is this machine's
-    own and is found again from MLFLOW_TRACKING_URI or the project default."""
-    return uri if uri and uri.startswith(("http://", "https://")) else None
+from facekeys.tracking import flat_metrics, log_to_run, recorded_server, resolve_tracking_uri
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
@@ -54,7 +48,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     run_id = trained.get("run_id")
     if run_id and section.get("log_to_mlflow", True):
         uri = resolve_tracking_uri(
-            section.get("mlflow_required", True), log, _server_only(trained.get("tracking_uri"))
+            section.get("mlflow_required", True), log, recorded_server(trained.get("tracking_uri"))
         )
         numbers = flat_metrics("eval", {k: v for k, v in report.items() if isinstance(v, dict)})
         log_to_run(uri, run_id, numbers, [p for p in out.values() if p.is_file()])

@@ -13,7 +13,13 @@ from facekeys.atomic import write_json
 from facekeys.errors import FacekeysError
 from facekeys.registry import register_version
 from facekeys.stagekit import dataset_arg, run_stage
-from facekeys.tracking import dvc_lock_hashes, flat_metrics, git_state, resolve_tracking_uri
+from facekeys.tracking import (
+    dvc_lock_hashes,
+    flat_metrics,
+    git_state,
+    recorded_server,
+    resolve_tracking_uri,
+)
 
 
 def _per_dataset(section: dict[str, Any], key: str, dataset: str) -> Any:
@@ -23,12 +29,6 @@ def _per_dataset(section: dict[str, Any], key: str, dataset: str) -> Any:
             raise FacekeysError(f"params.yaml: register.{key} has no entry for {dataset}")
         return value[dataset]
     return value
-
-
-def _server_only(uri: str | None) -> str | None:
-    """The store training logged to, when it is a server; a local store path is this machine's
-    own and is found again from MLFLOW_TRACKING_URI or the project default."""
-    return uri if uri and uri.startswith(("http://", "https://")) else None
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
@@ -57,7 +57,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     uri = resolve_tracking_uri(
         section.get("mlflow_required", True),
         lambda line: print(line, file=sys.stderr),
-        _server_only(train.get("tracking_uri")),
+        recorded_server(train.get("tracking_uri")),
     )
     record = register_version(
         uri,
