@@ -116,6 +116,19 @@ def detect_faces(image: np.ndarray, settings: DetectorSettings) -> list[Box]:
     """
     import cv2
 
+    # OpenCV's own thread pool, once started here, deadlocks processes forked later that call
+    # cv2.setNumThreads (augment's workers do, after the calibration): detect on one thread.
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return _detect(image, settings)
+    finally:
+        cv2.setNumThreads(previous)
+
+
+def _detect(image: np.ndarray, settings: DetectorSettings) -> list[Box]:
+    import cv2
+
     from facekeys.augment import to_model_color
 
     gray = to_model_color(image, "gray")

@@ -124,3 +124,26 @@ def test_calibration_with_too_few_faces_gives_none(monkeypatch):
 def test_keypoint_box_of_collapsed_points_still_has_a_size():
     box = keypoint_box(np.full((68, 2), 7.0))
     assert box == (7.0, 7.0, 1.0, 1.0)  # centred on the point (edge convention: +0.5)
+
+
+FORK_AFTER_DETECTION = """
+import multiprocessing, numpy as np, cv2
+from facekeys.detect import DetectorSettings, detect_faces
+detect_faces(np.random.default_rng(0).integers(0, 255, (480, 640), np.uint8), DetectorSettings())
+def init():
+    cv2.setNumThreads(1)  # what augment's workers do first
+with multiprocessing.get_context("fork").Pool(2, init) as pool:
+    print(sum(pool.map(abs, range(4))))
+"""
+
+
+def test_processes_forked_after_detection_do_not_hang():
+    """Detection once started OpenCV's thread pool, and augment's forked workers then hung in
+    cv2.setNumThreads (the refine data after the calibration)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_AFTER_DETECTION], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "6", done.stderr
