@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from common import trained_models
 
 from facekeys.datasets import DATASETS
 from facekeys.detect import detect_faces, matching_face
@@ -61,13 +61,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=["youtube-faces-68", "kaggle-15"])
     parser.add_argument("--photos", default="../shared/data/sample-images")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    for dataset in args.datasets:
-        model_dir = Path("models") / dataset
-        if not (model_dir / "model.pt").is_file():
-            print(f"{dataset}: no trained model in {model_dir}", file=sys.stderr)
-            continue
-        predictor = KeypointPredictor.from_dir(model_dir)
+    for dataset, _model_dir, predictor in trained_models(args.datasets):
         if predictor.detector is None:
             print(f"{dataset}: the model has no detector calibration", file=sys.stderr)
             continue

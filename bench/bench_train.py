@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-import torch
+from common import trained_models
 
 from facekeys.augment import load_npz
 from facekeys.crop import apply_to_points
@@ -50,13 +49,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=["youtube-faces-68", "kaggle-15"])
     parser.add_argument("--first-only", action="store_true", help="skip the refinement model")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    for dataset in args.datasets:
-        model_dir = Path("models") / dataset
-        if not (model_dir / "model.pt").is_file():
-            print(f"{dataset}: no trained model in {model_dir}", file=sys.stderr)
-            continue
-        predictor = KeypointPredictor.from_dir(model_dir)
+    for dataset, _model_dir, predictor in trained_models(args.datasets):
         if args.first_only:
             predictor.refine = None
         fmt_name = predictor.card["format"]

@@ -1,4 +1,4 @@
-"""What the benchmarks share: timing a command in a fresh process."""
+"""What the benchmarks share: timing a command in a fresh process; the trained models."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 
 def timed(cmd: list[str]) -> tuple[float, float, str]:
@@ -24,3 +27,19 @@ def timed(cmd: list[str]) -> tuple[float, float, str]:
         if proc.returncode != 0:
             sys.exit(f"benchmark command failed: {' '.join(cmd[:4])}\n{err.read()[-2000:]}")
         return seconds, usage.ru_maxrss / 1024, out.read()
+
+
+def trained_models(datasets: list[str], threads: int = 2) -> Iterator[tuple[str, Path, Any]]:
+    """``(dataset, model folder, KeypointPredictor)`` for each data set with a trained model in
+    models/<dataset>; the others are named on stderr and skipped."""
+    import torch
+
+    from facekeys.predict import KeypointPredictor
+
+    torch.set_num_threads(threads)
+    for dataset in datasets:
+        model_dir = Path("models") / dataset
+        if not (model_dir / "model.pt").is_file():
+            print(f"{dataset}: no trained model in {model_dir}", file=sys.stderr)
+            continue
+        yield dataset, model_dir, KeypointPredictor.from_dir(model_dir)
