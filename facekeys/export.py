@@ -10,10 +10,12 @@ Output folder (replaced atomically)::
     first.int8.onnx, refine.int8.onnx    (with int8 settings: 8-bit convolutions, see below)
 
 The int8 files quantise the convolutions (weights per channel, activations calibrated on training
-crops) except the last one, which writes the heatmaps: the soft-argmax reads small differences
-between heatmap logits, and quantising that layer too took the test NME from 3.79 % to 7.9 %
-(README, "Export"). They cannot match PyTorch to 1e-4, so they are checked on accuracy instead:
-the NME on the test crops may rise by at most ``max_nme_increase``.
+crops), additions, ReLUs and upsampling, except two convolutions. The last one writes the
+heatmaps: the soft-argmax reads small differences between heatmap logits, and quantising that
+layer too took the test NME from 3.79 % to 7.9 % (README, "Export"). The first one reads a
+single channel, where ONNX Runtime's int8 kernel is 5x slower than its float one (67 against 14
+microseconds at 96 px). They cannot match PyTorch to 1e-4, so they are checked on accuracy
+instead: the NME on the test crops may rise by at most ``max_nme_increase``.
 """
 
 from __future__ import annotations
@@ -82,6 +84,12 @@ class Int8Data:
     test_mask: np.ndarray  # (N, P) labelled
 
 
+# Quantised operator types. Besides the convolutions, the residual and pyramid additions, ReLUs
+# and upsampling stay in int8 too: each float island between int8 convolutions costs a
+# dequantise/quantise pair, 8 % of the time per face of a 16-channel network at batch 1.
+INT8_OPS = ("Conv", "Add", "Relu", "Resize")
+
+
 def _quantize_network(
     stage: StageModel, folder: Path, name: str, data: Int8Data, settings: Int8Settings
 ) -> str:
@@ -128,8 +136,9 @@ def _quantize_network(
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                op_types_to_quantize=["Conv"],
-                nodes_to_exclude=convs[-1:],  # the heatmap layer (see the module docstring)
+                op_types_to_quantize=list(INT8_OPS),
+                # The input and heatmap layers (see the module docstring).
+                nodes_to_exclude=[convs[0], convs[-1]],
                 calibrate_method=CalibrationMethod.Percentile,
             )
     finally:
@@ -244,6 +253,8 @@ def export_model(
                     "checked_on_crops": len(x),
                     "architecture": stage.card["architecture"],
                     "width": stage.card["width"],
+                    "heatmap_stride": stage.card.get("heatmap_stride", 8),
+                    "stem_block": stage.card.get("stem_block", True),
                 }
             )
         first = predictor.first.card

@@ -15,6 +15,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
@@ -38,10 +39,9 @@ class KeypointImageModel(PythonModel):
 
         self.predictor = KeypointPredictor.from_dir(context.artifacts["model"])
 
-    # No type hints here: MLflow would read them as a schema and warn; the signature is logged.
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
-
+    # DataFrame is the one hint MLflow takes without inferring a schema from it (the signature
+    # is logged) and without warning at every load; arrays still pass, called in Python.
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         from facekeys.predict import prediction_columns
 
         if isinstance(model_input, pd.DataFrame):

@@ -145,6 +145,22 @@ class KeypointPredictor:
         data = self.first.policy.get("detector")
         return DetectorFraming.from_dict(data) if data else None
 
+    def require_detector(self) -> Any:
+        """The ``DetectorFraming`` of the crop policy.
+
+        Raises:
+            FacekeysError: The model carries no detector calibration.
+        """
+        from facekeys.errors import FacekeysError
+
+        framing = self.detector
+        if framing is None:
+            raise FacekeysError(
+                "the model has no face detector calibration (crop_policy.detector in its "
+                "model.json; rerun the augment and train stages); use --detect none"
+            )
+        return framing
+
     def predict_faces(self, image: np.ndarray) -> tuple[list[Box], np.ndarray]:
         """Finds faces with the model's calibrated detector and predicts each one.
 
@@ -155,16 +171,10 @@ class KeypointPredictor:
         Raises:
             FacekeysError: The model carries no detector calibration.
         """
-        from facekeys.detect import detect_faces
-        from facekeys.errors import FacekeysError
-
-        framing = self.detector
-        if framing is None:
-            raise FacekeysError(
-                "the model has no face detector calibration (crop_policy.detector in its "
-                "model.json; rerun the augment and train stages); use --detect none"
-            )
         from facekeys.augment import to_model_color
+        from facekeys.detect import detect_faces
+
+        framing = self.require_detector()
 
         boxes = detect_faces(image, framing.settings)
         frames: list[Box | None] = [framing.frame_box(box) for box in boxes]
@@ -283,8 +293,8 @@ def predict_files(
 
     if detect not in ("none", "haar"):
         raise FacekeysError(f"--detect must be none or haar, not {detect!r}")
-    if detect == "haar" and predictor.detector is None:
-        predictor.predict_faces(np.zeros((1, 1), np.uint8))  # raises the one-line error
+    if detect == "haar":
+        predictor.require_detector()  # before reading any image
     items = list_inputs(inputs)
     columns = prediction_columns(predictor.card["format"])
     rows: list[list[str]] = []

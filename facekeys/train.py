@@ -42,6 +42,8 @@ class TrainSettings:
 
     architecture: str = "heatmap"
     width: int = 24
+    heatmap_stride: int = 8  # heatmap cell size in input pixels: 8, or 4 for small inputs
+    stem_block: bool = True  # a residual block at stride 2 (resnet, heatmap)
     loss: str = "wing"
     wing_w: float = 0.04
     wing_epsilon: float = 0.008
@@ -87,6 +89,8 @@ class TrainSettings:
         problems = []
         if self.architecture not in ARCHITECTURES:
             problems.append(f"architecture must be one of {ARCHITECTURES}")
+        if self.heatmap_stride not in (4, 8):
+            problems.append("heatmap_stride must be 4 or 8")
         if self.loss not in LOSSES:
             problems.append(f"loss must be one of {LOSSES}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -299,7 +303,10 @@ def train(
     digest = config_hash(config)
 
     torch.manual_seed(settings.seed)
-    model = build_model(settings.architecture, fmt.num_points, channels, size, settings.width)
+    model = build_model(
+        settings.architecture, fmt.num_points, channels, size, settings.width,
+        settings.heatmap_stride, settings.stem_block,
+    )  # fmt: skip
     model = model.to(device)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -436,6 +443,8 @@ def train(
     model_card = {
         "architecture": settings.architecture,
         "width": settings.width,
+        "heatmap_stride": settings.heatmap_stride,
+        "stem_block": settings.stem_block,
         "format": meta["format"],
         "input": {
             "size": size,
@@ -526,7 +535,8 @@ def load_model_files(
     fmt = FORMATS[card["format"]]
     model = build_model(
         card["architecture"], fmt.num_points, card["input"]["channels"], card["input"]["size"],
-        card["width"],
+        # Cards written before these two keys existed: stride 8 with a stem block.
+        card["width"], card.get("heatmap_stride", 8), card.get("stem_block", True),
     )  # fmt: skip
     state = torch.load(weights, map_location="cpu", weights_only=True)
     model.load_state_dict(state)

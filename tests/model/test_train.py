@@ -38,6 +38,39 @@ def test_output_shapes(architecture, points, channels, size):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("stride", [4, 8])
+def test_soft_argmax_reads_the_centre_of_a_peaked_cell(stride):
+    # A heatmap that is (almost) one-hot at cell (row 2, column 5) must read out that cell's
+    # centre, pixel stride * j + (stride - 1) / 2, in fractions of the input side.
+    size = 64
+    model = build_model("heatmap", 3, 1, size, width=8, heatmap_stride=stride).eval()
+    grid = size // stride
+    logits = torch.full((1, 3, grid, grid), -50.0)
+    logits[0, :, 2, 5] = 50.0
+    model.heatmaps.forward = lambda features: logits  # the read-out is what is tested
+    with torch.no_grad():
+        out = model(torch.zeros(1, 1, size, size))
+    expected = torch.tensor([5 * stride + (stride - 1) / 2, 2 * stride + (stride - 1) / 2]) / size
+    assert out.shape == (1, 3, 2)
+    torch.testing.assert_close(out[0], expected.expand(3, 2), atol=1e-5, rtol=0)
+
+
+def test_architecture_options_are_stored_in_the_card_and_rebuilt(tiny_augmented, tmp_path):
+    settings = dataclasses.replace(TINY, epochs=1, heatmap_stride=4, stem_block=False)
+    train(tiny_augmented, tmp_path / "model", tmp_path / "ckpt.pt", settings)
+    card = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert (card["heatmap_stride"], card["stem_block"]) == (4, False)
+    model, _ = load_model(tmp_path / "model")  # strict state-dict load: same layers
+    assert model.fine is not None and model.grid == card["input"]["size"] // 4
+    assert isinstance(model.backbone.stem[3], torch.nn.Identity)
+    with_block = build_model("heatmap", 68, 1, card["input"]["size"], width=8)
+    assert sum(p.numel() for p in model.parameters()) < sum(
+        p.numel() for p in with_block.parameters()
+    )
+    with pytest.raises(FacekeysError, match="heatmap_stride must be 4 or 8"):
+        dataclasses.replace(TINY, heatmap_stride=2).check()
+
+
 def test_tiny_training_lowers_the_loss(tiny_augmented, tmp_path):
     summary = train(tiny_augmented, tmp_path / "model", tmp_path / "ckpt.pt", TINY)
     history = summary["history"]
