@@ -61,10 +61,16 @@ def main() -> None:
             )
             if case == "default":
                 base_s, base_n = results["crop-only"]
-                extra = (total - base_n) / max(seconds - base_s, 1e-9)
+                # Both runs share fixed costs (start-up, detector calibration); where the
+                # difference drowns in their spread there is no rate to report.
+                extra = (
+                    f"{(total - base_n) / (seconds - base_s):.0f}"
+                    if seconds - base_s > 0.5
+                    else "n/a (within the runs' spread)"
+                )
                 line += (
                     f" | baseline crop-only seconds={base_s:.2f} | augmented copies/s beyond "
-                    f"baseline={extra:.0f} | goal<15s {'MET' if seconds < 15 else 'MISSED'}"
+                    f"baseline={extra} | goal<15s {'MET' if seconds < 15 else 'MISSED'}"
                 )
             print(line)
 
