@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import labelled_split
 
 from facekeys.augment import load_npz, to_model_color
 from facekeys.crop import keypoint_box
-from facekeys.datasets import DATASETS
-from facekeys.evaluate import load_labelled, nme_per_image
+from facekeys.evaluate import nme_per_image
 from facekeys.predict import KeypointPredictor
 from facekeys.schemes import FORMATS
 
@@ -48,8 +48,6 @@ def main() -> None:
     if first.card["format"] != fmt_name:
         sys.exit(f"{args.first}: another keypoint format ({first.card['format']})")
     pair = FORMATS[fmt_name].eye_pair
-    layout = DATASETS[args.dataset]
-    raw, validated = Path("data/raw") / args.dataset, Path("data/validated") / args.dataset
     val_rows = load_npz(Path("data/augmented") / args.dataset / "val.npz")["source_index"]
     refine = predictor.refine
 
@@ -58,12 +56,7 @@ def main() -> None:
         return predictor._run(refine, images, boxes, to_model_color)
 
     for label, split, indices in (("test", "test", None), ("val_new_people", "training", val_rows)):
-        files = layout.splits[split]
-        data = load_labelled(
-            fmt_name, validated / split / "valid.csv",
-            raw / files.images if files.images else None,
-            predictor.label_pixel_offset, indices,
-        )  # fmt: skip
+        data = labelled_split(args.dataset, predictor, split, indices)
         coarse = predictor._run(first, data.images, [None] * len(data.images), to_model_color)
         path = refined(data.images, coarse)
         results = {

@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import trained_models
+from common import labelled_split, trained_models
 
-from facekeys.datasets import DATASETS
 from facekeys.detect import detect_faces, matching_face
-from facekeys.evaluate import OUTER_EYE_CORNERS, load_labelled, nme_per_image
+from facekeys.evaluate import OUTER_EYE_CORNERS, nme_per_image
 from facekeys.images import load_image
 from facekeys.predict import IMAGE_SUFFIXES, KeypointPredictor
 
@@ -65,14 +64,7 @@ def main() -> None:
         if predictor.detector is None:
             print(f"{dataset}: the model has no detector calibration", file=sys.stderr)
             continue
-        layout = DATASETS[dataset]
-        files = layout.splits["test"]
-        data = load_labelled(
-            predictor.card["format"],
-            Path("data/validated") / dataset / "test" / "valid.csv",
-            Path("data/raw") / dataset / files.images if files.images else None,
-            predictor.label_pixel_offset,
-        )
+        data = labelled_split(dataset, predictor)
         pair = OUTER_EYE_CORNERS[predictor.card["format"]]
         framing = predictor.detector
         calibration = (

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import labelled_split
 
 from facekeys.augment import load_npz
 from facekeys.export import load_exported
@@ -47,18 +48,10 @@ def _runtimes(model_dir: Path, threads: int) -> dict[str, KeypointPredictor]:
 
 def _test_nme(dataset: str, predictor: KeypointPredictor) -> float:
     """Mean NME of the whole prediction path on the data set's test images."""
-    from facekeys.datasets import DATASETS
-    from facekeys.evaluate import OUTER_EYE_CORNERS, load_labelled, nme_per_image
+    from facekeys.evaluate import OUTER_EYE_CORNERS, nme_per_image
 
-    layout = DATASETS[dataset]
-    files = layout.splits["test"]
     fmt = predictor.card["format"]
-    data = load_labelled(
-        fmt,
-        Path("data/validated") / dataset / "test" / "valid.csv",
-        Path("data/raw") / dataset / files.images if files.images else None,
-        predictor.label_pixel_offset,
-    )
+    data = labelled_split(dataset, predictor)
     nme = nme_per_image(predictor.predict(data.images), data.points, OUTER_EYE_CORNERS[fmt])
     return float(np.nanmean(nme))
 

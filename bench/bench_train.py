@@ -21,12 +21,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import trained_models
+from common import labelled_split, trained_models
 
 from facekeys.augment import load_npz
 from facekeys.crop import apply_to_points
-from facekeys.datasets import DATASETS
-from facekeys.evaluate import load_labelled, nme_per_image, rmse
+from facekeys.evaluate import nme_per_image, rmse
 from facekeys.predict import KeypointPredictor
 from facekeys.schemes import FORMATS
 
@@ -54,8 +53,6 @@ def main() -> None:
             predictor.refine = None
         fmt_name = predictor.card["format"]
         pair = FORMATS[fmt_name].eye_pair
-        layout = DATASETS[dataset]
-        raw, validated = Path("data/raw") / dataset, Path("data/validated") / dataset
         data_dir = Path("data/augmented") / dataset
         val_rows = load_npz(data_dir / "val.npz")["source_index"]
         line = f"{dataset}: refine={predictor.refine is not None}"
@@ -63,12 +60,7 @@ def main() -> None:
             ("test", "test", None),
             ("val_new_people", "training", val_rows),
         ):
-            files = layout.splits[split]
-            data = load_labelled(
-                fmt_name, validated / split / "valid.csv",
-                raw / files.images if files.images else None,
-                predictor.label_pixel_offset, indices,
-            )  # fmt: skip
+            data = labelled_split(dataset, predictor, split, indices)
             pred = predictor.predict(data.images)
             base = mean_shape_baseline(predictor, data_dir, data.images)
             nme, base_nme = (np.nanmean(nme_per_image(p, data.points, pair)) for p in (pred, base))

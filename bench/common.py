@@ -43,3 +43,19 @@ def trained_models(datasets: list[str], threads: int = 2) -> Iterator[tuple[str,
             print(f"{dataset}: no trained model in {model_dir}", file=sys.stderr)
             continue
         yield dataset, model_dir, KeypointPredictor.from_dir(model_dir)
+
+
+def labelled_split(dataset: str, predictor: Any, split: str = "test", indices: Any = None) -> Any:
+    """The validated rows of ``split`` (``test`` or ``training``; ``indices`` selects rows, e.g.
+    the new-people validation rows) with decoded images, in ``predictor``'s label convention."""
+    from facekeys.datasets import DATASETS
+    from facekeys.evaluate import load_labelled
+
+    files = DATASETS[dataset].splits[split]
+    return load_labelled(
+        predictor.card["format"],
+        Path("data/validated") / dataset / split / "valid.csv",
+        Path("data/raw") / dataset / files.images if files.images else None,
+        predictor.label_pixel_offset,
+        indices,
+    )
