@@ -10,12 +10,13 @@ Output folder (replaced atomically)::
     first.int8.onnx, refine.int8.onnx    (with int8 settings: 8-bit convolutions, see below)
 
 The int8 files quantise the convolutions (weights per channel, activations calibrated on training
-crops), additions, ReLUs and upsampling, except two convolutions. The last one writes the
-heatmaps: the soft-argmax reads small differences between heatmap logits, and quantising that
-layer too took the test NME from 3.79 % to 7.9 % (README, "Export"). The first one reads a
-single channel, where ONNX Runtime's int8 kernel is 5x slower than its float one (67 against 14
-microseconds at 96 px). They cannot match PyTorch to 1e-4, so they are checked on accuracy
-instead: the NME on the test crops may rise by at most ``max_nme_increase``.
+crops), additions, ReLUs and upsampling, except two convolutions. The last one of a heatmap
+network writes the heatmaps: the soft-argmax reads small differences between heatmap logits, and
+quantising that layer too took the test NME from 3.79 % to 7.9 % (README, "Export"). The first
+one of a gray network reads a single channel, where ONNX Runtime's int8 kernel is 5x slower than
+its float one (67 against 14 microseconds at 96 px). They cannot match PyTorch to 1e-4, so they
+are checked on accuracy instead: the NME on the test crops may rise by at most
+``max_nme_increase``.
 """
 
 from __future__ import annotations
@@ -127,6 +128,13 @@ def _quantize_network(
     try:
         quant_pre_process(str(folder / f"{name}.onnx"), str(prepared))
         convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
+        # Float islands (see the module docstring): the heatmap layer of the heatmap
+        # architecture, and an input convolution that reads a single gray channel.
+        keep_float = set()
+        if convs and stage.card["architecture"] == "heatmap":
+            keep_float.add(convs[-1])
+        if convs and stage.card["input"]["channels"] == 1:
+            keep_float.add(convs[0])
         with contextlib.redirect_stdout(io.StringIO()):
             _quantize_static(
                 str(prepared),
@@ -137,8 +145,7 @@ def _quantize_network(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=list(INT8_OPS),
-                # The input and heatmap layers (see the module docstring).
-                nodes_to_exclude=[convs[0], convs[-1]],
+                nodes_to_exclude=sorted(keep_float),
                 calibrate_method=CalibrationMethod.Percentile,
             )
     finally:

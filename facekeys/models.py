@@ -177,9 +177,9 @@ class HeatmapNet(nn.Module):
                 self.fine(c1) + F.interpolate(features, size=c1.shape[-2:], mode="nearest")
             )
         logits = self.heatmaps(features).float()
-        # Static shapes (the input size is fixed per model) keep the exported graph free of
-        # shape arithmetic; only the batch stays dynamic.
-        flat = logits.reshape(-1, self.num_points, self.grid * self.grid)
+        # The batch from the tensor, not -1: an input of another size must fail here rather
+        # than fold its extra cells into extra faces.
+        flat = logits.reshape(logits.shape[0], self.num_points, self.grid * self.grid)
         prob = torch.softmax(flat * self.log_beta.exp(), dim=-1)
         return prob @ self.cells
 

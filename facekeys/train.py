@@ -91,6 +91,8 @@ class TrainSettings:
             problems.append(f"architecture must be one of {ARCHITECTURES}")
         if self.heatmap_stride not in (4, 8):
             problems.append("heatmap_stride must be 4 or 8")
+        if not isinstance(self.stem_block, bool):  # a quoted "false" would be true
+            problems.append("stem_block must be true or false")
         if self.loss not in LOSSES:
             problems.append(f"loss must be one of {LOSSES}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):

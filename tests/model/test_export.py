@@ -4,10 +4,12 @@ model predicts through the same path (and the same CLI) as the PyTorch one."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 
 from facekeys.augment import load_npz
@@ -22,8 +24,11 @@ from tests.model.test_train import TINY
 @pytest.fixture
 def exported(two_stage):
     root = two_stage["dir"]
-    train(root / "aug", root / "model", root / "c1.pt", TINY)
-    train(root / "aug" / "refine", root / "model" / "refine", root / "c2.pt", TINY)
+    # The shipped shapes: a stride-4 grid for the first network, no stem block in the second.
+    first = dataclasses.replace(TINY, heatmap_stride=4)
+    train(root / "aug", root / "model", root / "c1.pt", first)
+    refine = dataclasses.replace(TINY, stem_block=False)
+    train(root / "aug" / "refine", root / "model" / "refine", root / "c2.pt", refine)
     tests = {"first": load_npz(root / "aug" / "test.npz"),
              "refine": load_npz(root / "aug" / "refine" / "test.npz")}  # fmt: skip
     crops = {name: test["images"] for name, test in tests.items()}
@@ -60,6 +65,14 @@ def test_exports_agree_with_pytorch(exported):
         assert max(network["max_abs_difference_vs_pytorch"].values()) <= 1e-4
         for name in network["files"].values():
             assert (export_dir / name).is_file()
+    for name in ("first", "refine"):
+        # Float stay the gray input convolution and the heatmap layer; the others are int8
+        # (their weights come through a DequantizeLinear, not straight from an initializer).
+        graph = onnx.load(str(export_dir / f"{name}.int8.onnx")).graph
+        made_by = {out: node.op_type for node in graph.node for out in node.output}
+        convs = [node for node in graph.node if node.op_type == "Conv"]
+        quantised = [made_by.get(conv.input[1]) == "DequantizeLinear" for conv in convs]
+        assert quantised[0] is False and quantised[-1] is False and all(quantised[1:-1])
     saved = json.loads((export_dir / "model.json").read_text())
     assert saved["keypoints"]["flip_permutation"][36] == 45
     assert saved["networks"][1]["crop_policy"]["face_box"] == "keypoints"

@@ -69,6 +69,25 @@ def test_architecture_options_are_stored_in_the_card_and_rebuilt(tiny_augmented,
     )
     with pytest.raises(FacekeysError, match="heatmap_stride must be 4 or 8"):
         dataclasses.replace(TINY, heatmap_stride=2).check()
+    with pytest.raises(FacekeysError, match="stem_block must be true or false"):
+        dataclasses.replace(TINY, stem_block="false").check()
+
+
+def test_cards_from_before_the_architecture_options_load_as_stride_8_with_stem(
+    tiny_augmented, tmp_path
+):
+    train(
+        tiny_augmented,
+        tmp_path / "model",
+        tmp_path / "ckpt.pt",
+        dataclasses.replace(TINY, epochs=1),
+    )
+    card_path = tmp_path / "model" / "model.json"
+    card = json.loads(card_path.read_text())
+    assert (card.pop("heatmap_stride"), card.pop("stem_block")) == (8, True)
+    card_path.write_text(json.dumps(card))  # as written before the two keys existed
+    model, _ = load_model(tmp_path / "model")
+    assert model.fine is None and not isinstance(model.backbone.stem[3], torch.nn.Identity)
 
 
 def test_tiny_training_lowers_the_loss(tiny_augmented, tmp_path):
