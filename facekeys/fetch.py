@@ -87,11 +87,14 @@ def fetch_dataset(
     with atomic_dir(out) as staging:
         if source.startswith(("http://", "https://")):
             download = staging / ".download.zip"
-            _download(source, download, settings)
+            headers = _download(source, download, settings)
+            fingerprint = _url_fingerprint(headers)
             _from_zip(download, layout, staging, settings, label=source)
             download.unlink()
         else:
             path = Path(source.removeprefix("file://")).expanduser()
+            # Taken before copying: a source that changes during the copy reads as changed later.
+            fingerprint = _local_fingerprint(path) if path.exists() else None
             if path.is_dir():
                 _from_folder(path, layout, staging, settings)
             elif path.is_file():
@@ -107,6 +110,9 @@ def fetch_dataset(
             "dataset": dataset,
             "source": source,
             "source_origin": source_origin,
+            # What `facekeys.fetch.source_fingerprint` said of the source at fetch time: the
+            # orchestrator's data check compares it with the source's current one.
+            "source_fingerprint": fingerprint,
             "csvs": {
                 name: {
                     "sha256": sha256_file(staging / name),
@@ -123,7 +129,77 @@ def fetch_dataset(
     return manifest
 
 
-def _download(url: str, dest: Path, settings: FetchSettings) -> None:
+def source_fingerprint(source: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """A cheap fingerprint of a source, to tell whether it changed since the last fetch.
+
+    A folder: the relative path, size and modification time of every file (a digest of them);
+    a zip file: its size and modification time; a URL: the ``ETag``, ``Last-Modified`` and
+    ``Content-Length`` a HEAD request returns. Nothing is read or downloaded.
+
+    Args:
+        source: A folder, a zip file or an http(s) URL, as configured for ``fetch``.
+        timeout_s: Seconds a HEAD request may take.
+
+    Returns:
+        A JSON-able mapping; two are equal exactly when the source looks unchanged. A URL
+        whose server sends none of the three headers gets ``{"kind": "url", "unknown": true}``.
+
+    Raises:
+        FacekeysError: the source does not exist or the server cannot be reached.
+    """
+    if source.startswith(("http://", "https://")):
+        request = urllib.request.Request(
+            source, method="HEAD", headers={"User-Agent": "facekeys-fetch"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return _url_fingerprint(response.headers)
+        except urllib.error.HTTPError as exc:
+            raise FacekeysError(f"{source}: HEAD refused: HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise FacekeysError(f"{source}: unreachable: {reason}") from None
+    path = Path(source.removeprefix("file://")).expanduser()
+    if not path.exists():
+        raise FacekeysError(f"{path}: source does not exist")
+    return _local_fingerprint(path)
+
+
+def _url_fingerprint(headers: Any) -> dict[str, Any]:
+    found = {
+        key: headers.get(name)
+        for key, name in (
+            ("etag", "ETag"),
+            ("last_modified", "Last-Modified"),
+            ("content_length", "Content-Length"),
+        )
+        if headers.get(name)
+    }
+    return {"kind": "url", **found} if found else {"kind": "url", "unknown": True}
+
+
+def _local_fingerprint(path: Path) -> dict[str, Any]:
+    import hashlib
+
+    if path.is_file():
+        info = path.stat()
+        return {"kind": "file", "bytes": info.st_size, "mtime_ns": info.st_mtime_ns}
+    digest = hashlib.sha256()
+    files = total = 0
+    for root, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            full = Path(root) / name
+            info = full.lstat()
+            rel = full.relative_to(path).as_posix()
+            digest.update(f"{rel}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+            files += 1
+            total += info.st_size
+    return {"kind": "folder", "files": files, "bytes": total, "sha256": digest.hexdigest()}
+
+
+def _download(url: str, dest: Path, settings: FetchSettings) -> Any:
+    """Streams ``url`` into ``dest``; returns the response headers."""
     from tqdm import tqdm
 
     request = urllib.request.Request(url, headers={"User-Agent": "facekeys-fetch"})
@@ -182,6 +258,7 @@ def _download(url: str, dest: Path, settings: FetchSettings) -> None:
         raise FacekeysError(f"{url}: download broke off: got {received} of {total} bytes")
     if not zipfile.is_zipfile(dest):
         raise FacekeysError(f"{url}: downloaded file is not a zip archive")
+    return response.headers
 
 
 def _locate(entries: set[str], layout: DatasetLayout) -> str | None:

@@ -1,0 +1,333 @@
+"""Prefect flows over the DVC pipeline: ``facekeys-pipeline`` (what the ``nightly``,
+``on-demand`` and ``on-data-change`` deployments run) and ``facekeys-data-check`` (compares the
+data sources with their last fetch and emits an event when one changed).
+
+Wiring only: DVC decides what is stale and runs the stages; ``facekeys.orchestration`` holds the
+decisions; these flows hold the workspace lock, stream DVC's output into the run's logs, retry
+what is transient and leave a report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import FailedRun
+from prefect.states import Completed, Failed
+
+from facekeys import orchestration as orch
+from facekeys.errors import FacekeysError
+from facekeys.params import load_params
+
+
+class _NoTracebackForReportedFailure(logging.Filter):
+    """Drops the engine's traceback for a run that failed with the one line the flow already
+    logged (a stage's own error, a bad parameter): the line stays the run's last word."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        reported = record.exc_info and isinstance(record.exc_info[1], FailedRun)
+        return not (reported and record.getMessage().startswith("Engine execution exited"))
+
+
+logging.getLogger("prefect.flow_runs").addFilter(_NoTracebackForReportedFailure())
+
+
+def workspace() -> Path:
+    """The DVC workspace the flows work on: ``FACEKEYS_WORKSPACE``, else the current folder."""
+    return Path(os.environ.get("FACEKEYS_WORKSPACE") or Path.cwd()).resolve()
+
+
+def _settings(root: Path) -> tuple[dict[str, Any], orch.OrchestrateSettings]:
+    params = load_params(root / "params.yaml")
+    return params, orch.OrchestrateSettings.from_params(params)
+
+
+def tracking_uri(settings: orch.OrchestrateSettings) -> str:
+    """Where pipeline runs log: ``MLFLOW_TRACKING_URI``, else the local MLflow server."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"http://127.0.0.1:{settings.mlflow_port}"
+
+
+def _dvc_env(uri: str) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        # Every stage, also in an experiment's temporary copy, logs and registers here.
+        "MLFLOW_TRACKING_URI": uri,
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONUNBUFFERED": "1",
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+
+
+@task(cache_policy=NO_CACHE)
+def dvc_stale(root: Path, targets: list[str], uri: str) -> list[str]:
+    """Stages DVC reports as stale (``dvc status --json``)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json", *targets],
+        cwd=root,
+        env=_dvc_env(uri),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise FacekeysError(orch.failure_line(result.stderr.splitlines()))
+    return orch.stale_stages(result.stdout)
+
+
+@task(cache_policy=NO_CACHE)
+def dvc_run(root: Path, command: list[str], uri: str) -> tuple[int, list[str]]:
+    """Runs a DVC command, logging every line of its output as it comes; returns the exit
+    status and the lines."""
+    logger = get_run_logger()
+    logger.info("$ %s", " ".join(command))
+    lines: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, "-m", *command],
+        cwd=root,
+        env=_dvc_env(uri),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    ) as process:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            # Progress bars redraw with carriage returns: keep the last state of each line.
+            line = raw.rstrip("\n").rsplit("\r", 1)[-1].rstrip()
+            if line:
+                lines.append(line)
+                logger.info(line)
+    return process.returncode, lines
+
+
+def _fail(title: str, message: str, before: dict[str, Any], stages: list[str]) -> Any:
+    get_run_logger().error(message)
+    create_markdown_artifact(
+        orch.report_markdown(
+            title=title, outcome="Failed", stages=stages, before=before, after={}, error=message
+        ),
+        key="facekeys-pipeline-report",
+        description="facekeys pipeline run",
+    )
+    return Failed(message=message)
+
+
+def _wait_for_mlflow(uri: str, settings: orch.OrchestrateSettings) -> str | None:
+    """None when the tracking server answers, possibly after retries; else why not."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    logger = get_run_logger()
+    for attempt in range(settings.retries + 1):
+        if orch.server_answers(uri.rstrip("/") + "/health"):
+            return None
+        if attempt < settings.retries:
+            delay = settings.retry_delay(attempt + 1)
+            logger.warning("MLflow server %s does not answer; retrying in %.0f s", uri, delay)
+            time.sleep(delay)
+    return (
+        f"MLflow server {uri} is not running: start it with scripts/orchestrate start "
+        "(or point MLFLOW_TRACKING_URI at a running one)"
+    )
+
+
+@flow(name="facekeys-pipeline", log_prints=True)
+def facekeys_pipeline(
+    targets: list[str] | None = None,
+    force: bool = False,
+    set_params: dict[str, Any] | None = None,
+    refetch_changed: bool = False,
+    wait_for_lock: bool = True,
+) -> Any:
+    """Brings the DVC pipeline up to date: runs what is stale, or nothing.
+
+    Args:
+        targets: Stages (``train``, ``train@kaggle-15``) or data sets (``kaggle-15``) to
+            reproduce, with everything they depend on; empty: the whole pipeline.
+        force: Rerun the targets even when nothing is stale.
+        set_params: Parameter overrides such as ``{"train.epochs": 30}``: run as a DVC
+            experiment in a temporary copy (``dvc exp run --temp -S ...``), so params.yaml and
+            git stay as they are; ``dvc exp show`` lists it, ``dvc exp apply`` brings it back.
+        refetch_changed: Fetch again the data sets whose source changed since their last fetch
+            (what the data-change trigger asks for).
+        wait_for_lock: Wait while another pipeline holds the workspace (scheduled and
+            data-change runs); False refuses at once (on-demand runs).
+    """
+    logger = get_run_logger()
+    root = workspace()
+    title = "facekeys pipeline"
+    try:
+        params, settings = _settings(root)
+        dvc_targets = orch.resolve_targets(
+            targets, orch.stage_names(root), list(params.get("datasets") or [])
+        )
+        overrides = orch.param_overrides(set_params, params)
+    except FacekeysError as exc:
+        return _fail(title, str(exc), {}, [])
+    datasets = list(params.get("datasets") or [])
+    before = orch.metrics_snapshot(root, datasets)
+    uri = tracking_uri(settings)
+    problem = _wait_for_mlflow(uri, settings)
+    if problem:
+        return _fail(title, problem, before, [])
+
+    from prefect.concurrency.sync import concurrency
+
+    name = orch.lock_name(root)
+    ensure_lock(name)
+    try:
+        with concurrency(
+            name,
+            occupy=1,
+            strict=True,
+            timeout_seconds=None if wait_for_lock else settings.on_demand_lock_wait_s,
+            lease_duration=settings.lock_lease_s,
+        ):
+            logger.info("holding the workspace lock %s (%s)", name, root)
+            return _locked_run(
+                root, params, settings, dvc_targets, overrides, force, refetch_changed, uri, before
+            )
+    except TimeoutError:
+        return _fail(
+            title,
+            f"workspace {root} is busy: another pipeline run holds {name}; try again later or "
+            "pass --param wait_for_lock=true to queue",
+            before,
+            [],
+        )
+
+
+def _locked_run(
+    root: Path,
+    params: dict[str, Any],
+    settings: orch.OrchestrateSettings,
+    targets: list[str],
+    overrides: list[str],
+    force: bool,
+    refetch_changed: bool,
+    uri: str,
+    before: dict[str, Any],
+) -> Any:
+    logger = get_run_logger()
+    title = "facekeys pipeline"
+    refetch: list[str] = []
+    if refetch_changed:
+        try:
+            checks = orch.check_sources(root, params, timeout_s=settings.retry_delays_s[0])
+        except FacekeysError as exc:
+            return _fail(title, str(exc), before, [])
+        for check in checks:
+            logger.info("source of %s: %s", check.dataset, check.reason)
+        refetch = [c.dataset for c in checks if c.changed]
+    stale = dvc_stale(root, targets, uri)
+    logger.info("stale: %s", ", ".join(stale) if stale else "nothing")
+    if not (stale or force or overrides or refetch):
+        markdown = orch.report_markdown(
+            title=title,
+            outcome="Up to date: nothing to run",
+            stages=[],
+            before=before,
+            after=before,
+        )
+        create_markdown_artifact(markdown, key="facekeys-pipeline-report")
+        return Completed(message="up to date: nothing was stale")
+
+    commands = [["dvc", "repro", "--force", "--single-item", f"fetch@{d}"] for d in refetch]
+    if overrides:
+        commands.append(["dvc", "exp", "run", "--temp", *(["-f"] if force else []), *overrides])
+        commands[-1] += targets
+    else:
+        commands.append(["dvc", "repro", *(["--force"] if force else []), *targets])
+    ran: list[str] = []
+    for command in commands:
+        for attempt in range(settings.retries + 1):
+            code, lines = dvc_run(root, command, uri)
+            ran += orch.stages_run(lines)
+            if code == 0:
+                break
+            message = orch.failure_line(lines)
+            if attempt == settings.retries or not orch.is_transient(message):
+                return _fail(title, message, before, list(dict.fromkeys(ran)))
+            delay = settings.retry_delay(attempt + 1)
+            logger.warning("transient failure, retry %d in %.0f s: %s", attempt + 1, delay, message)
+            time.sleep(delay)
+    after = orch.metrics_snapshot(root, list(before))
+    stages = list(dict.fromkeys(ran))
+    outcome = "Experiment finished (dvc exp show lists it)" if overrides else "Completed"
+    create_markdown_artifact(
+        orch.report_markdown(
+            title=title,
+            outcome=outcome,
+            stages=stages,
+            before=before,
+            after=after,
+            command=commands[-1],
+        ),
+        key="facekeys-pipeline-report",
+        description="facekeys pipeline run",
+    )
+    for key, link in orch.mlflow_links(uri, after).items():
+        create_link_artifact(link, link_text=key, key=key)
+    return Completed(message=f"ran {len(stages)} stage(s): {', '.join(stages) or 'none'}")
+
+
+def ensure_lock(name: str) -> None:
+    """Creates the workspace's global concurrency limit (1 slot) where it does not exist yet."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
+
+
+@flow(name="facekeys-data-check", log_prints=True)
+def facekeys_data_check() -> Any:
+    """Compares every data source with its last fetch (sizes, times, HTTP headers: nothing is
+    downloaded) and emits ``facekeys.data.changed`` for the workspace when one changed; the
+    ``on-data-change`` deployment's trigger turns that event into a pipeline run."""
+    from prefect.events import emit_event
+
+    logger = get_run_logger()
+    root = workspace()
+    try:
+        params, settings = _settings(root)
+        checks = orch.check_sources(root, params, timeout_s=settings.retry_delays_s[0])
+    except FacekeysError as exc:
+        logger.error(str(exc))
+        return Failed(message=str(exc))
+    for check in checks:
+        logger.info("%s (%s): %s", check.dataset, check.source, check.reason)
+    changed = {c.dataset: c.fingerprint for c in checks if c.changed}
+    if not changed:
+        return Completed(message="no source changed")
+    state_file = root / ".orchestrate" / "data-check.json"
+    if orch.already_announced(state_file, changed):
+        logger.info("already announced; the triggered run has not fetched yet")
+        return Completed(message="change already announced")
+    event = emit_event(
+        event=orch.DATA_CHANGED_EVENT,
+        resource={
+            "prefect.resource.id": f"facekeys.workspace.{orch.workspace_id(root)}",
+            "prefect.resource.name": str(root),
+        },
+        payload={"datasets": sorted(changed)},
+    )
+    orch.remember_announced(state_file, changed)
+    logger.info("emitted %s for %s", orch.DATA_CHANGED_EVENT, ", ".join(sorted(changed)))
+    return Completed(message=f"changed: {', '.join(sorted(changed))} (event {event and event.id})")
