@@ -62,6 +62,7 @@ def fetch_dataset(
     out: str | os.PathLike[str],
     settings: FetchSettings | None = None,
     source_origin: str = "argument",
+    source_record: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Brings ``dataset`` from ``source`` into ``out`` and writes ``out/manifest.json``.
 
@@ -71,6 +72,9 @@ def fetch_dataset(
         out: Output folder; replaced as a whole on success, untouched on failure.
         settings: Download and extraction limits.
         source_origin: Where ``source`` was configured (recorded in the manifest).
+        source_record: Where to write the source, its origin and its fingerprint
+            (``source_fingerprint``) once the folder is in place: what the orchestrator's data
+            check compares the source with later.
 
     Returns:
         The manifest: data set, source, and sha256 and size of every CSV, image counts.
@@ -110,9 +114,6 @@ def fetch_dataset(
             "dataset": dataset,
             "source": source,
             "source_origin": source_origin,
-            # What `facekeys.fetch.source_fingerprint` said of the source at fetch time: the
-            # orchestrator's data check compares it with the source's current one.
-            "source_fingerprint": fingerprint,
             "csvs": {
                 name: {
                     "sha256": sha256_file(staging / name),
@@ -126,6 +127,18 @@ def fetch_dataset(
             },
         }
         write_json(staging / "manifest.json", manifest)
+    if source_record is not None:
+        # Beside the folder, not in it: a source touched without a change of content must not
+        # make every later stage stale.
+        write_json(
+            source_record,
+            {
+                "dataset": dataset,
+                "source": source,
+                "source_origin": source_origin,
+                "fingerprint": fingerprint,
+            },
+        )
     return manifest
 
 

@@ -285,7 +285,8 @@ def check_sources(
     root: str | os.PathLike[str], params: dict[str, Any], timeout_s: float = 10.0
 ) -> list[SourceCheck]:
     """Compares each data set's configured source (``FACEKEYS_SOURCE_*`` first, as ``fetch``
-    does) with ``data/raw/<dataset>/manifest.json``, reading only sizes, times and headers.
+    does) with what its last fetch recorded (``data/raw/<dataset>.source.json``, beside the
+    manifest), reading only sizes, times and headers.
 
     Raises:
         FacekeysError: a source is unreachable or missing (one line naming it).
@@ -298,16 +299,16 @@ def check_sources(
             raise FacekeysError(f"params.yaml: fetch.sources.{dataset} is not set")
         source, _ = resolve_source(dataset, configured)
         current = source_fingerprint(source, timeout_s)
-        manifest_path = Path(root) / "data" / "raw" / dataset / "manifest.json"
-        if not manifest_path.is_file():
+        record_path = Path(root) / "data" / "raw" / f"{dataset}.source.json"
+        if not record_path.is_file():
             checks.append(SourceCheck(dataset, source, True, "never fetched", current))
             continue
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest.get("source") != source:
-            reason = f"source moved: {manifest.get('source')} -> {source}"
+        record = _read_json(record_path)
+        if record.get("source") != source:
+            reason = f"source moved: {record.get('source')} -> {source}"
             checks.append(SourceCheck(dataset, source, True, reason, current))
             continue
-        differ = fingerprints_differ(manifest.get("source_fingerprint"), current)
+        differ = fingerprints_differ(record.get("fingerprint"), current)
         reason = {
             True: "source changed since the last fetch",
             False: "unchanged",

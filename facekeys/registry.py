@@ -100,10 +100,16 @@ def register_version(
     else:
         decision = decide(metric, value, champion_value, min_improvement)
     try:
+        # A tracking server refuses a logged model's URI (models:/m-<id>) as the source unless
+        # the request names the model too; a local store accepts either.
+        logged_model = (
+            model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        )
         version = client.create_model_version(
             name,
             model_uri,
             run_id=run_id,
+            model_id=logged_model,
             tags={**tags, "gate_metric": metric, GATE_TAG: repr(float(value))},
             description=decision.reason,
         )

@@ -228,28 +228,53 @@ def stop_one(layout: Layout, name: str, log=print, grace_s: float = 30.0) -> Non
     if pid is None:
         layout.pid(name).unlink(missing_ok=True)
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _group_alive(pid):
-        time.sleep(0.2)
-    if _group_alive(pid):
+    # Prefect starts each flow run in a process group of its own: end those with it.
+    groups = [pid, *_descendant_groups(pid)]
+    for group in groups:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+        time.sleep(0.2)
+    for group in groups:
+        if _group_alive(group):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
     layout.pid(name).unlink(missing_ok=True)
     log(f"{name}: stopped")
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group is alive (zombies do not count)."""
+def _processes() -> list[tuple[int, int, int, str]]:
+    """(pid, parent pid, process group, state) of every process."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            found.append((int(stat.parent.name), int(fields[1]), int(fields[2]), fields[0]))
+        except (OSError, IndexError, ValueError):
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+    return found
+
+
+def _descendant_groups(pid: int) -> list[int]:
+    """Process groups of ``pid``'s descendants that differ from its own."""
+    processes = _processes()
+    children: dict[int, list[int]] = {}
+    for child, parent, _, _ in processes:
+        children.setdefault(parent, []).append(child)
+    group_of = {p: g for p, _, g, _ in processes}
+    seen, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return sorted({group_of[p] for p in seen} - {group_of.get(pid, pid)})
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group is alive (zombies do not count)."""
+    return any(group == pgid and state != "Z" for _, _, group, state in _processes())
 
 
 def stop(layout: Layout, settings: OrchestrateSettings, log=print) -> None:

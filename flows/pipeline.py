@@ -256,7 +256,8 @@ def _locked_run(
                 break
             message = orch.failure_line(lines)
             if attempt == settings.retries or not orch.is_transient(message):
-                return _fail(title, message, before, list(dict.fromkeys(ran)))
+                attempts = f"after {attempt + 1} attempt{'s' if attempt else ''}"
+                return _fail(title, f"{message} ({attempts})", before, list(dict.fromkeys(ran)))
             delay = settings.retry_delay(attempt + 1)
             logger.warning("transient failure, retry %d in %.0f s: %s", attempt + 1, delay, message)
             time.sleep(delay)

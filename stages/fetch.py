@@ -14,7 +14,14 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     if not configured:
         raise FacekeysError(f"params.yaml: fetch.sources.{dataset} is not set")
     source, origin = resolve_source(dataset, configured)
-    fetch_dataset(dataset, source, f"data/raw/{dataset}", FetchSettings.from_params(fetch), origin)
+    fetch_dataset(
+        dataset,
+        source,
+        f"data/raw/{dataset}",
+        FetchSettings.from_params(fetch),
+        origin,
+        source_record=f"data/raw/{dataset}.source.json",
+    )
     print(f"data/raw/{dataset}: fetched from {source} ({origin})")
 
 

@@ -3,84 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import (
-    HEADER68,
-    KAGGLE_HEADER,
-    REPO,
-    face_points_68,
-    kaggle_row,
-    png_bytes,
-    row68,
-    write_csv,
-)
+from tests.tinyproject import make_project
 
 pytestmark = pytest.mark.slow
 
 
-def make_sources(root: Path) -> dict[str, str]:
-    yt = root / "yt"
-    for split, csv_name in (("training", "training"), ("test", "test")):
-        (yt / split).mkdir(parents=True)
-        names = [f"{split}_person{i}_00.jpg" for i in range(4)]
-        for name in names:
-            (yt / split / name).write_bytes(png_bytes())
-        write_csv(
-            yt / f"{csv_name}_frames_keypoints.csv",
-            HEADER68,
-            [row68(n, face_points_68()) for n in names],
-        )
-    kaggle = root / "kaggle"
-    kaggle.mkdir()
-    for name in ("training", "test"):
-        rows = []
-        for k in range(3):
-            row = kaggle_row(missing_optional=k == 0)
-            row["Image"] = " ".join(str((i + k) % 256) for i in range(9216))
-            rows.append([row[c] for c in KAGGLE_HEADER])
-        csv_path = write_csv(root / f"{name}.csv", KAGGLE_HEADER, rows)
-        with zipfile.ZipFile(kaggle / f"{name}.zip", "w") as zf:
-            zf.write(csv_path, f"{name}.csv")
-    return {
-        "FACEKEYS_SOURCE_YOUTUBE_FACES_68": str(yt),
-        "FACEKEYS_SOURCE_KAGGLE_15": str(kaggle),
-    }
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    work = tmp_path / "project"
-    work.mkdir()
-    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    # A training run of seconds on the tiny data; everything else as shipped.
-    params["train"].update(epochs=2, batch_size=4, width=8)
-    params["train"]["refine"]["epochs"] = 2
-    params["augment"]["image_size"]["youtube-faces-68"] = 32
-    params["augment"]["refine"]["youtube-faces-68"]["image_size"] = 32
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for name in ("stages", "facekeys"):
-        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-    env = {
-        **os.environ,
-        **make_sources(tmp_path),
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=work, check=True, env=env)
-    return work, env
+    return make_project(tmp_path)
 
 
 def dvc(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

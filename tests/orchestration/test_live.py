@@ -1,0 +1,230 @@
+"""The real thing on tiny data: ``scripts/orchestrate``'s services (a Prefect server, an MLflow
+server, the serving process) on free local ports, ``prefect deployment run`` from the command
+line, the nightly schedule across a restart, a data change that triggers a run, and what the
+Prefect and MLflow UIs show in headless Chromium. The tests run in file order on one set of
+services; the last one stops them and checks that nothing is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.tinyproject import REPO, free_port, make_project
+
+pytestmark = pytest.mark.slow
+
+SCREENSHOTS = REPO / "tests" / "screenshots"
+
+
+class Live:
+    """A started set of services over a tiny workspace."""
+
+    def __init__(self, work: Path, env: dict[str, str], prefect_port: int, mlflow_port: int):
+        self.work, self.env = work, env
+        self.prefect = f"http://127.0.0.1:{prefect_port}"
+        self.mlflow = f"http://127.0.0.1:{mlflow_port}"
+
+    def orchestrate(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "facekeys.services", *args],
+            cwd=self.work,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def prefect_cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "prefect"), *args],
+            cwd=self.work,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def api(self, path: str, body: dict | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.prefect}/api/{path}", data=data, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def deployment(self, name: str) -> dict:
+        return self.api(f"deployments/name/{name}")
+
+    def runs(self, deployment: dict, states: list[str] | None = None) -> list[dict]:
+        flt: dict = {"deployments": {"id": {"any_": [deployment["id"]]}}}
+        if states:
+            flt["flow_runs"] = {"state": {"type": {"any_": states}}}
+        return self.api("flow_runs/filter", flt)
+
+    def logs(self, run_id: str) -> list[str]:
+        body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
+        return [entry["message"] for entry in self.api("logs/filter", body)]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("live")
+    prefect_port, mlflow_port = free_port(), free_port()
+
+    def edit(params):
+        params["orchestrate"].update(
+            prefect_port=prefect_port, mlflow_port=mlflow_port, runner_poll_s=1
+        )
+        params["orchestrate"]["nightly"]["cron"] = "30 2 * * *"
+
+    work, env = make_project(tmp, edit, tracking_uri="", commit=True)
+    for key in list(env):
+        if key.startswith(("PREFECT_", "MLFLOW_TRACKING")):
+            del env[key]
+    live = Live(work, env, prefect_port, mlflow_port)
+    started = live.orchestrate("start")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        for line in started.stdout.splitlines():
+            if line.startswith("export "):
+                key, _, value = line.removeprefix("export ").partition("=")
+                env[key] = value
+        yield live
+    finally:
+        live.orchestrate("stop")
+
+
+def test_start_prints_the_addresses_and_a_second_start_is_harmless(live):
+    assert live.env["PREFECT_API_URL"] == f"{live.prefect}/api"
+    assert live.env["MLFLOW_TRACKING_URI"] == live.mlflow
+    assert live.env["PREFECT_HOME"] == str(live.work / ".orchestrate" / "prefect")
+    again = live.orchestrate("start")
+    assert again.returncode == 0
+    assert again.stdout.count("already running") == 3, again.stdout
+    status = live.orchestrate("status")
+    assert status.returncode == 0 and status.stdout.count("answers at") == 2, status.stdout
+
+
+def test_on_demand_run_from_the_command_line(live):
+    result = live.prefect_cli(
+        "deployment", "run", "facekeys-pipeline/on-demand", "--watch", "--watch-timeout", "900"
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Completed" in result.stdout
+    for dataset in ("youtube-faces-68", "kaggle-15"):
+        name = f"facekeys-{dataset}"
+        with urllib.request.urlopen(
+            f"{live.mlflow}/api/2.0/mlflow/registered-models/get?name={name}", timeout=10
+        ) as response:
+            model = json.loads(response.read())["registered_model"]
+        assert {"alias": "champion", "version": "1"} in model["aliases"], model
+        # The stages logged to the server, not to a store of their own.
+        train = json.loads((live.work / "metrics" / dataset / "train.json").read_text())
+        assert train["tracking_uri"] == live.mlflow
+    run = live.runs(live.deployment("facekeys-pipeline/on-demand"))[0]
+    logs = live.logs(run["id"])
+    assert any("Running stage 'train@kaggle-15'" in line for line in logs), logs[-20:]
+
+
+def test_nightly_schedule_has_runs_after_a_restart_of_the_serving_process(live):
+    from facekeys.services import Layout, stop_one
+
+    def scheduled() -> tuple[dict, list[dict]]:
+        deployment = live.deployment("facekeys-pipeline/nightly")
+        deadline = time.monotonic() + 30
+        runs = live.runs(deployment, ["SCHEDULED"])
+        while not runs and time.monotonic() < deadline:
+            time.sleep(0.5)
+            runs = live.runs(deployment, ["SCHEDULED"])
+        return deployment, runs
+
+    deployment, runs = scheduled()
+    assert runs and deployment["schedules"][0]["schedule"]["cron"] == "30 2 * * *"
+    stop_one(Layout(live.work), "serve", log=lambda line: None)
+    assert not live.deployment("facekeys-pipeline/nightly")["paused"]
+    restarted = live.orchestrate("start")
+    assert restarted.returncode == 0 and "serve: started" in restarted.stdout, restarted.stdout
+    deployment, runs = scheduled()
+    assert not deployment["paused"] and deployment["schedules"][0]["active"]
+    assert runs, "no scheduled nightly run after the restart"
+
+
+def test_a_changed_source_triggers_a_pipeline_run_that_fetches_it_again(live):
+    source = Path(live.env["FACEKEYS_SOURCE_YOUTUBE_FACES_68"]) / "test_frames_keypoints.csv"
+    os.utime(source, (time.time() + 60, time.time() + 60))
+    on_change = live.deployment("facekeys-pipeline/on-data-change")
+    assert not live.runs(on_change)
+    check = live.prefect_cli("deployment", "run", "facekeys-data-check/data-check", "--watch")
+    assert check.returncode == 0, check.stdout[-2000:]
+    deadline = time.monotonic() + 240
+    done: list[dict] = []
+    while not done and time.monotonic() < deadline:
+        time.sleep(1)
+        done = live.runs(on_change, ["COMPLETED", "FAILED", "CRASHED"])
+    assert done, "the data-change event produced no finished run"
+    assert done[0]["state"]["type"] == "COMPLETED", done[0]["state"]
+    logs = "\n".join(live.logs(done[0]["id"]))
+    assert "source of youtube-faces-68: source changed since the last fetch" in logs
+    assert "Running stage 'fetch@youtube-faces-68'" in logs
+    # The same bytes: DVC reruns nothing after the fetch.
+    assert "Running stage 'validate@youtube-faces-68'" not in logs
+    record = json.loads((live.work / "data/raw/youtube-faces-68.source.json").read_text())
+    from facekeys.fetch import source_fingerprint
+
+    assert record["fingerprint"] == source_fingerprint(str(source.parent))
+    again = live.prefect_cli("deployment", "run", "facekeys-data-check/data-check", "--watch")
+    assert again.returncode == 0 and len(live.runs(on_change)) == 1
+
+
+def test_prefect_and_mlflow_uis_show_the_deployment_and_the_champion(live):
+    from tests.browser import ensure_chromium, screenshot, wait_for_text
+
+    if ensure_chromium() is None:
+        pytest.skip("no chromium and cannot install it (needs root and apt-get)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page = f"{live.prefect}/deployments"
+    dom = wait_for_text(page, ["on-demand", "nightly", "on-data-change"])
+    screenshot(page, SCREENSHOTS / "prefect-deployments.png")
+    for name in ("on-demand", "nightly", "on-data-change", "facekeys-pipeline"):
+        assert name in dom
+    page = f"{live.mlflow}/#/models"
+    dom = wait_for_text(page, ["facekeys-youtube-faces-68", "champion"])
+    screenshot(page, SCREENSHOTS / "mlflow-models.png")
+    assert "facekeys-youtube-faces-68" in dom and "facekeys-kaggle-15" in dom
+    assert "champion" in dom
+
+
+def test_stop_leaves_nothing_running_and_triggers_then_name_the_missing_server(live):
+    pids = {
+        name: int((live.work / ".orchestrate" / "run" / f"{name}.pid").read_text())
+        for name in ("serve", "mlflow-server", "prefect-server")
+    }
+    stopped = live.orchestrate("stop")
+    assert stopped.returncode == 0
+    lines = stopped.stdout.splitlines()
+    assert lines == ["serve: stopped", "mlflow-server: stopped", "prefect-server: stopped"]
+    left = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            pgid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
+            cwd = os.readlink(proc / "cwd")
+        except (OSError, IndexError, ValueError):
+            continue
+        if pgid in pids.values() or cwd.startswith(str(live.work)):
+            left.append(proc.name)
+    assert not left, f"processes left: {left}"
+    status = live.orchestrate("status")
+    assert status.returncode == 3 and status.stdout.count("not running") == 3
+    trigger = live.orchestrate("run", "on-demand", "--watch", timeout=60)
+    assert trigger.returncode == 1
+    assert f"Prefect server {live.prefect}/api is not running: start it with" in trigger.stderr
+    assert f"MLflow server {live.mlflow} is not running: start it with" in trigger.stderr
+    assert "Traceback" not in trigger.stderr

@@ -1,0 +1,118 @@
+"""A tiny copy of the project on generated data: the whole DVC pipeline runs in seconds.
+
+Used by the pipeline, flow and orchestration tests and by ``bench/bench_orchestrate.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import (
+    HEADER68,
+    KAGGLE_HEADER,
+    REPO,
+    face_points_68,
+    kaggle_row,
+    png_bytes,
+    row68,
+    write_csv,
+)
+
+
+def make_sources(root: Path) -> dict[str, str]:
+    """Tiny data sets in both formats; returns the FACEKEYS_SOURCE_* variables naming them."""
+    yt = root / "yt"
+    for split, csv_name in (("training", "training"), ("test", "test")):
+        (yt / split).mkdir(parents=True)
+        names = [f"{split}_person{i}_00.jpg" for i in range(4)]
+        for name in names:
+            (yt / split / name).write_bytes(png_bytes())
+        write_csv(
+            yt / f"{csv_name}_frames_keypoints.csv",
+            HEADER68,
+            [row68(n, face_points_68()) for n in names],
+        )
+    kaggle = root / "kaggle"
+    kaggle.mkdir()
+    for name in ("training", "test"):
+        rows = []
+        for k in range(3):
+            row = kaggle_row(missing_optional=k == 0)
+            row["Image"] = " ".join(str((i + k) % 256) for i in range(9216))
+            rows.append([row[c] for c in KAGGLE_HEADER])
+        csv_path = write_csv(root / f"{name}.csv", KAGGLE_HEADER, rows)
+        with zipfile.ZipFile(kaggle / f"{name}.zip", "w") as zf:
+            zf.write(csv_path, f"{name}.csv")
+    return {
+        "FACEKEYS_SOURCE_YOUTUBE_FACES_68": str(yt),
+        "FACEKEYS_SOURCE_KAGGLE_15": str(kaggle),
+    }
+
+
+def tiny_params(edit: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The shipped params.yaml with a training run of seconds on the tiny data."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"].update(epochs=2, batch_size=4, width=8)
+    params["train"]["refine"]["epochs"] = 2
+    params["augment"]["image_size"]["youtube-faces-68"] = 32
+    params["augment"]["refine"]["youtube-faces-68"]["image_size"] = 32
+    if edit:
+        edit(params)
+    return params
+
+
+def make_project(
+    tmp_path: Path,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    tracking_uri: str | None = None,
+    commit: bool = False,
+) -> tuple[Path, dict[str, str]]:
+    """A git + DVC workspace in ``tmp_path/project`` with tiny params and sources.
+
+    Returns:
+        The workspace and the environment to run DVC, the flows or the services in.
+    """
+    work = tmp_path / "project"
+    work.mkdir()
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params(edit), sort_keys=False))
+    for name in ("stages", "facekeys", "flows"):
+        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (work / ".gitignore").write_text(
+        "\n".join(["/data/", "/models/", "/mlflow.db", "/mlartifacts/", "/.orchestrate/", ""])
+    )
+    env = {
+        **os.environ,
+        **make_sources(tmp_path),
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_TRACKING_URI": tracking_uri or f"sqlite:///{work / 'mlflow.db'}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    if tracking_uri == "":
+        del env["MLFLOW_TRACKING_URI"]
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    commands = [["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]]
+    if commit:
+        commands += [[*git, "add", "-A"], [*git, "commit", "-qm", "tiny project"]]
+    for cmd in commands:
+        subprocess.run(cmd, cwd=work, check=True, env=env, capture_output=True)
+    return work, env
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on at the moment, on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
