@@ -5,6 +5,7 @@ in their own one line, and two runs over one workspace never overlap."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -227,3 +228,33 @@ def test_two_runs_over_one_workspace_never_overlap(slow_workspace):
     waiting.join(timeout=120)
     assert refused.is_failed() and "is busy: another pipeline run holds" in refused.message
     assert len(intervals(stamps)) == 1
+
+
+def test_prefect_yaml_deploys_to_a_process_work_pool_that_a_worker_runs(slow_workspace):
+    import shutil
+
+    from prefect.settings import PREFECT_API_URL
+
+    work, stamps = slow_workspace
+    repo = Path(__file__).parents[2]
+    shutil.copy(repo / "prefect.yaml", work / "prefect.yaml")
+    shutil.copytree(repo / "flows", work / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "FACEKEYS_WORKSPACE": str(work),
+    }
+    prefect = str(Path(sys.executable).parent / "prefect")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [prefect, *args], cwd=work, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return result
+
+    cli("work-pool", "create", "facekeys", "--type", "process")
+    cli("--no-prompt", "deploy", "--all")
+    cli("deployment", "run", "facekeys-pipeline/on-demand", "--param", "force=true")
+    cli("worker", "start", "--pool", "facekeys", "--run-once")
+    assert len(intervals(stamps)) == 1, "the worker did not run the pipeline"

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -69,9 +71,12 @@ class Live:
             flt["flow_runs"] = {"state": {"type": {"any_": states}}}
         return self.api("flow_runs/filter", flt)
 
-    def logs(self, run_id: str) -> list[str]:
+    def log_entries(self, run_id: str) -> list[dict]:
         body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
-        return [entry["message"] for entry in self.api("logs/filter", body)]
+        return self.api("logs/filter", body)
+
+    def logs(self, run_id: str) -> list[str]:
+        return [entry["message"] for entry in self.log_entries(run_id)]
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +189,46 @@ def test_a_changed_source_triggers_a_pipeline_run_that_fetches_it_again(live):
     assert again.returncode == 0 and len(live.runs(on_change)) == 1
 
 
+def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(live):
+    import signal
+
+    from facekeys.services import Layout, _descendant_groups, read_pid
+
+    params = live.work / "params.yaml"
+    # Long enough to kill it mid-training: one-step epochs, each ending with a checkpoint.
+    params.write_text(
+        params.read_text()
+        .replace("epochs: 2\n  batch_size", "epochs: 12\n  batch_size")
+        .replace("early_stopping_patience: 5", "early_stopping_patience: 1000")
+    )
+    targets = ["--param", 'targets=["train@kaggle-15"]']
+    started = live.prefect_cli("deployment", "run", "facekeys-pipeline/on-demand", *targets)
+    assert started.returncode == 0, started.stdout
+    checkpoint = live.work / "checkpoints" / "kaggle-15" / "last.pt"
+    deadline = time.monotonic() + 180
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert checkpoint.exists(), "training never wrote a checkpoint"
+    serve = read_pid(Layout(live.work).pid("serve"))
+    groups = [serve, *_descendant_groups(serve)]
+    for group in groups:  # the machine dies: the serving process and its flow runs
+        os.killpg(group, signal.SIGKILL)
+    killed_at = time.time()
+    assert live.orchestrate("start").returncode == 0
+    again = live.prefect_cli(
+        "deployment", "run", "facekeys-pipeline/nightly", *targets, "--watch", timeout=600
+    )
+    assert again.returncode == 0, again.stdout[-3000:]
+    run = live.runs(live.deployment("facekeys-pipeline/nightly"), ["COMPLETED"])[0]
+    entries = live.log_entries(run["id"])
+    logs = [entry["message"] for entry in entries]
+    assert any("resuming from checkpoints/kaggle-15/last.pt" in line for line in logs), logs
+    locked = next(e for e in entries if e["message"].startswith("holding the workspace lock"))
+    waited = datetime.fromisoformat(locked["timestamp"]).timestamp() - killed_at
+    lease = 60  # orchestrate.lock.lease_s
+    assert waited < lease + 30, f"the workspace stayed locked {waited:.0f} s after the kill"
+
+
 def test_prefect_and_mlflow_uis_show_the_deployment_and_the_champion(live):
     from tests.browser import ensure_chromium, screenshot, wait_for_text
 
@@ -195,11 +240,18 @@ def test_prefect_and_mlflow_uis_show_the_deployment_and_the_champion(live):
     screenshot(page, SCREENSHOTS / "prefect-deployments.png")
     for name in ("on-demand", "nightly", "on-data-change", "facekeys-pipeline"):
         assert name in dom
+    # The alias tag of the registry's table, not the word in a banner: MLflow renders it as a
+    # tag titled with the alias, followed by the version it points to.
+    alias_tag = re.compile(r'title="champion"[^>]*data-component-id="[^"]*aliases')
     page = f"{live.mlflow}/#/models"
-    dom = wait_for_text(page, ["facekeys-youtube-faces-68", "champion"])
+    dom = wait_for_text(page, ["facekeys-youtube-faces-68", 'title="champion"'])
     screenshot(page, SCREENSHOTS / "mlflow-models.png")
     assert "facekeys-youtube-faces-68" in dom and "facekeys-kaggle-15" in dom
-    assert "champion" in dom
+    assert len(alias_tag.findall(dom)) == 2, "no @champion alias shown for each model"
+    page = f"{live.mlflow}/#/models/facekeys-youtube-faces-68"
+    dom = wait_for_text(page, ["Version 1", 'title="champion"'])
+    screenshot(page, SCREENSHOTS / "mlflow-model-youtube-faces-68.png")
+    assert alias_tag.search(dom)
 
 
 def test_stop_leaves_nothing_running_and_triggers_then_name_the_missing_server(live):

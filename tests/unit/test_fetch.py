@@ -90,14 +90,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     payload = b""
     truncate_to: int | None = None
 
-    def do_GET(self) -> None:
+    def do_HEAD(self) -> bool:
         if self.path != "/data.zip":
             self.send_error(404)
-            return
+            return False
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.payload)))
         self.end_headers()
-        self.wfile.write(self.payload[: self.truncate_to])
+        return True
+
+    def do_GET(self) -> None:
+        if self.do_HEAD():
+            self.wfile.write(self.payload[: self.truncate_to])
 
     def log_message(self, *args) -> None:
         pass
