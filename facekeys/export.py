@@ -346,3 +346,39 @@ def load_exported(export_dir: str | os.PathLike[str], runtime: str = "onnx") -> 
     if not stages:
         raise FacekeysError(f"{export_dir}/model.json lists no networks")
     return KeypointPredictor(stages[0], stages[1] if len(stages) > 1 else None)
+
+
+def int8_ms_per_face(
+    export_dir: str | os.PathLike[str],
+    crops: dict[str, np.ndarray],
+    faces: int = 100,
+    repeats: int = 3,
+) -> float | None:
+    """Milliseconds per face of the int8 networks together (what one face costs), at batch 1 on
+    one thread: per network the best of ``repeats`` passes over up to ``faces`` of its test
+    crops. None when the export has no int8 files. A measurement on the machine that ran the
+    stage, recorded for the orchestrator's report; bench/bench_export.py compares runtimes."""
+    import json
+    import time
+
+    export_dir = Path(export_dir)
+    card = json.loads((export_dir / "model.json").read_text(encoding="utf-8"))
+    total = 0.0
+    for network in card["networks"]:
+        name = network["files"].get("onnx_int8")
+        if not name or network["name"] not in crops:
+            return None
+        stage = StageModel(onnx_session(export_dir / name, threads=1), network)
+        images = crops[network["name"]][:faces]
+        inputs = [stage.normalise(images[i : i + 1]) for i in range(len(images))]
+        if not inputs:
+            return None
+        run_network(stage.model, inputs[0])  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for x in inputs:
+                run_network(stage.model, x)
+            best = min(best, (time.perf_counter() - start) / len(inputs))
+        total += best
+    return 1000 * total

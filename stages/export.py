@@ -9,7 +9,13 @@ from typing import Any
 
 from facekeys.atomic import write_json
 from facekeys.augment import load_npz
-from facekeys.export import DEFAULT_TOLERANCE, Int8Data, Int8Settings, export_model
+from facekeys.export import (
+    DEFAULT_TOLERANCE,
+    Int8Data,
+    Int8Settings,
+    export_model,
+    int8_ms_per_face,
+)
 from facekeys.stagekit import dataset_arg, run_stage
 
 
@@ -41,15 +47,19 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         int8=int8,
         int8_data=int8_data,
     )
-    write_json(
-        Path("metrics") / dataset / "export.json",
-        {
-            n["name"]: {"max_abs_difference_vs_pytorch": n["max_abs_difference_vs_pytorch"]}
-            | {"checked_on_crops": n["checked_on_crops"]}
-            | ({"int8": n["int8"]} if n["int8"] else {})
-            for n in card["networks"]
-        },
+    report: dict[str, Any] = {
+        n["name"]: {"max_abs_difference_vs_pytorch": n["max_abs_difference_vs_pytorch"]}
+        | {"checked_on_crops": n["checked_on_crops"]}
+        | ({"int8": n["int8"]} if n["int8"] else {})
+        for n in card["networks"]
+    }
+    speed = int8_ms_per_face(
+        Path("models") / dataset / "export", {name: test["images"] for name, test in tests.items()}
     )
+    if speed is not None:
+        report["int8_ms_per_face"] = speed
+        print(f"int8: {speed:.2f} ms per face (batch 1, one thread)", file=sys.stderr)
+    write_json(Path("metrics") / dataset / "export.json", report)
 
 
 if __name__ == "__main__":

@@ -148,3 +148,14 @@ def test_int8_params_are_checked_in_one_line():
     ):
         with pytest.raises(FacekeysError, match=message):
             Int8Settings.from_params(bad)
+
+
+def test_int8_speed_is_measured_for_both_networks_together(exported):
+    from facekeys.export import int8_ms_per_face
+
+    two_stage, _, crops = exported
+    export_dir = two_stage["dir"] / "model" / "export"
+    both = int8_ms_per_face(export_dir, crops, faces=5, repeats=1)
+    first = int8_ms_per_face(export_dir, {"first": crops["first"]}, faces=5, repeats=1)
+    assert both is not None and both > 0
+    assert first is None  # the refinement network has no crops: no per-face number
