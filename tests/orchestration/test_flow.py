@@ -178,7 +178,7 @@ def slow_workspace(tmp_path, monkeypatch):
         "import sys, time\n"
         f"log = open({str(stamps)!r}, 'a')\n"
         "log.write(f'start {time.time()}\\n'); log.flush()\n"
-        "time.sleep(1.5)\n"
+        "time.sleep(3)\n"
         "open('out.txt', 'w').write('done')\n"
         "log.write(f'end {time.time()}\\n')\n"
     )
@@ -202,7 +202,7 @@ def intervals(stamps: Path) -> list[tuple[float, float]]:
 
 
 def test_two_runs_over_one_workspace_never_overlap(slow_workspace):
-    _, stamps = slow_workspace
+    work, stamps = slow_workspace
     states = []
 
     def forced_run():
@@ -224,9 +224,11 @@ def test_two_runs_over_one_workspace_never_overlap(slow_workspace):
     deadline = time.monotonic() + 60
     while not stamps.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    by_hand = dvc(work, "repro", "--force")  # a `dvc repro` typed meanwhile
     refused = run_flow(force=True, wait_for_lock=False)
     waiting.join(timeout=120)
     assert refused.is_failed() and "is busy: another pipeline run holds" in refused.message
+    assert by_hand.returncode != 0 and "Unable to acquire lock" in by_hand.stderr
     assert len(intervals(stamps)) == 1
 
 

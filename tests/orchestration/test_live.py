@@ -229,6 +229,7 @@ def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(
     assert waited < lease + 30, f"the workspace stayed locked {waited:.0f} s after the kill"
 
 
+@pytest.mark.timeout(900)  # may install chromium first
 def test_prefect_and_mlflow_uis_show_the_deployment_and_the_champion(live):
     from tests.browser import ensure_chromium, screenshot, wait_for_text
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import ensure_chromium, render_dom, screenshot, wait_for_text
+from tests.tinyproject import free_port
 
 # The text appears only after a timer fires, as data does in a single-page app. It is built
 # from parts so that the script's own source does not already contain it.
@@ -23,12 +24,6 @@ setTimeout(() => {
 }, 500);
 </script></body></html>
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
