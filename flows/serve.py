@@ -37,7 +37,8 @@ def check_cron(cron: str, timezone: str) -> None:
     try:
         CronSchedule(cron=cron, timezone=timezone)
     except (ValidationError, ValueError) as exc:
-        first = str(exc).splitlines()[-1].strip() if str(exc) else type(exc).__name__
+        errors = exc.errors() if isinstance(exc, ValidationError) else []
+        first = errors[0]["msg"] if errors else str(exc).splitlines()[0]
         raise FacekeysError(
             f"params.yaml: orchestrate.nightly cron {cron!r} / timezone {timezone!r} is not "
             f"valid: {first}"

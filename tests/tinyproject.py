@@ -102,10 +102,15 @@ def make_project(
     }
     if tracking_uri == "":
         del env["MLFLOW_TRACKING_URI"]
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    commands = [["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]]
+    # A local identity: `dvc exp run` commits, and a fresh machine may have no global one.
+    commands = [
+        ["git", "init", "-q"],
+        ["git", "config", "user.name", "facekeys tests"],
+        ["git", "config", "user.email", "tests@facekeys.invalid"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+    ]
     if commit:
-        commands += [[*git, "add", "-A"], [*git, "commit", "-qm", "tiny project"]]
+        commands += [["git", "add", "-A"], ["git", "commit", "-qm", "tiny project"]]
     for cmd in commands:
         subprocess.run(cmd, cwd=work, check=True, env=env, capture_output=True)
     return work, env
