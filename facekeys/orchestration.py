@@ -230,6 +230,18 @@ def stages_run(lines: list[str]) -> list[str]:
     return list(dict.fromkeys(m.group(1) for line in lines if (m := _RUNNING.search(line))))
 
 
+_EXPERIMENT = re.compile(r"Ran experiment\(s\): (.+)$")
+
+
+def experiment_names(lines: list[str]) -> list[str]:
+    """Names of the experiments ``dvc exp run`` reports it ran."""
+    names: list[str] = []
+    for line in lines:
+        if match := _EXPERIMENT.search(line.strip()):
+            names += [n.strip() for n in match.group(1).split(",") if n.strip()]
+    return names
+
+
 def failure_line(lines: list[str]) -> str:
     """The one line that says why a DVC command failed: the stage's own error, else DVC's."""
     for pattern in (_STAGE_ERROR, _DVC_ERROR):
@@ -372,15 +384,29 @@ def report_markdown(
     after: dict[str, Any],
     command: list[str] | None = None,
     error: str | None = None,
+    experiments: list[str] | None = None,
 ) -> str:
     """The run's Prefect artifact: what ran, the numbers before and after, the registry's
-    decision and, for a failure, the one line that says why."""
+    decision and, for a failure, the one line that says why. An experiment's numbers live in
+    DVC's experiment, not in the workspace: its report names it instead of a table."""
     lines = [f"# {title}", "", f"**{outcome}**", ""]
     if error:
         lines += ["Error:", "", f"    {error}", ""]
     if command:
         lines += [f"Command: `{' '.join(command)}`", ""]
     lines += [f"Stages run: {', '.join(f'`{s}`' for s in stages) if stages else 'none'}", ""]
+    if experiments:
+        names = ", ".join(f"`{name}`" for name in experiments)
+        return "\n".join(
+            [
+                *lines,
+                f"Experiment {names}: `dvc exp show` lists its params and metrics, `dvc exp apply "
+                f"{experiments[0]}` brings it into the workspace; its model is registered in the "
+                "MLflow registry like any other (the version's description says why it got its "
+                "alias). The workspace's own numbers did not change.",
+                "",
+            ]
+        )
     for dataset in after or before:
         old, new = before.get(dataset, {}), after.get(dataset, {})
         lines += [f"## {dataset}", "", "| metric | before | after |", "|---|---|---|"]

@@ -248,10 +248,12 @@ def _locked_run(
     else:
         commands.append(["dvc", "repro", *(["--force"] if force else []), *targets])
     ran: list[str] = []
+    experiments: list[str] = []
     for command in commands:
         for attempt in range(settings.retries + 1):
             code, lines = dvc_run(root, command, uri)
             ran += orch.stages_run(lines)
+            experiments += orch.experiment_names(lines)
             if code == 0:
                 break
             message = orch.failure_line(lines)
@@ -263,7 +265,7 @@ def _locked_run(
             time.sleep(delay)
     after = orch.metrics_snapshot(root, list(before))
     stages = list(dict.fromkeys(ran))
-    outcome = "Experiment finished (dvc exp show lists it)" if overrides else "Completed"
+    outcome = f"Experiment {', '.join(experiments)} finished" if overrides else "Completed"
     create_markdown_artifact(
         orch.report_markdown(
             title=title,
@@ -272,12 +274,14 @@ def _locked_run(
             before=before,
             after=after,
             command=commands[-1],
+            experiments=experiments if overrides else None,
         ),
         key="facekeys-pipeline-report",
         description="facekeys pipeline run",
     )
-    for key, link in orch.mlflow_links(uri, after).items():
-        create_link_artifact(link, link_text=key, key=key)
+    if not overrides:
+        for key, link in orch.mlflow_links(uri, after).items():
+            create_link_artifact(link, link_text=key, key=key)
     return Completed(message=f"ran {len(stages)} stage(s): {', '.join(stages) or 'none'}")
 
 

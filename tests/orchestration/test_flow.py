@@ -108,6 +108,8 @@ def test_runs_what_is_stale_skips_when_up_to_date_and_runs_experiments(workspace
     assert experiment.is_completed(), experiment.message
     assert "train@kaggle-15" in ran_stages(experiment)
     assert params.read_bytes() == before
+    report = latest_report()
+    assert "Experiment `" in report and "`dvc exp show` lists its params" in report
     shown = json.loads(dvc(workspace, "exp", "show", "--json").stdout)
     epochs = [
         exp["data"]["params"]["params.yaml"]["data"]["train"]["epochs"]

@@ -334,3 +334,9 @@ def test_prefect_yaml_agrees_with_the_served_deployments(monkeypatch):
     trigger = declared["on-data-change"]["triggers"][0]
     assert trigger["expect"] == [orch.DATA_CHANGED_EVENT]
     assert trigger["parameters"] == served["on-data-change"].triggers[0].parameters
+
+
+def test_experiment_names_come_from_dvc_exp_run_output():
+    lines = ["Reproducing experiment 'lumpy-bots'", "", "Ran experiment(s): lumpy-bots, sad-cat"]
+    assert orch.experiment_names(lines) == ["lumpy-bots", "sad-cat"]
+    assert orch.experiment_names(["Running stage 'train@kaggle-15':"]) == []
