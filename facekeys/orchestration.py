@@ -44,6 +44,8 @@ class OrchestrateSettings:
             retried.
         retry_delays_s: Seconds before each retry (the last repeats).
         runner_poll_s: How often the serving process asks the server for new runs.
+        heartbeat_s: How often a flow run tells the server it lives (Prefect's minimum: 30);
+            after three missed heartbeats the server marks it Crashed.
     """
 
     prefect_port: int = 4200
@@ -57,6 +59,7 @@ class OrchestrateSettings:
     retries: int = 2
     retry_delays_s: tuple[float, ...] = (10.0, 60.0)
     runner_poll_s: float = 5.0
+    heartbeat_s: float = 30.0
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> OrchestrateSettings:
@@ -92,6 +95,8 @@ class OrchestrateSettings:
         settings = cls(**kwargs)
         if settings.retries < 0 or not settings.retry_delays_s:
             raise FacekeysError("params.yaml: orchestrate retries >= 0 with at least one delay")
+        if settings.heartbeat_s < 30:
+            raise FacekeysError("params.yaml: orchestrate heartbeat_s must be >= 30 (Prefect)")
         if settings.lock_lease_s < 60:
             raise FacekeysError("params.yaml: orchestrate lock lease_s must be >= 60 (Prefect)")
         return settings

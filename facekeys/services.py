@@ -132,6 +132,8 @@ def services(layout: Layout, settings: OrchestrateSettings) -> list[Service]:
                 **base,
                 "FACEKEYS_WORKSPACE": str(layout.root),
                 "PREFECT_RUNNER_POLL_FREQUENCY": str(max(1, round(settings.runner_poll_s))),
+                # Heartbeats let the server mark a run Crashed when its process dies.
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(max(30, round(settings.heartbeat_s))),
                 "PYTHONUNBUFFERED": "1",
             },
             f"{prefect_url}/api/deployments/name/facekeys-pipeline/on-demand",

@@ -100,15 +100,55 @@ def build_deployments() -> list[Any]:
     return [nightly, on_demand, on_data_change, data_check]
 
 
+ZOMBIE_AUTOMATION = "facekeys: crash flow runs whose process died"
+
+
+def ensure_zombie_automation(heartbeat_s: float) -> None:
+    """Creates, once per server, Prefect's automation that marks a flow run Crashed when its
+    heartbeats stop (its process was killed or its machine died) for three heartbeat periods,
+    so a dead run does not stay "Running" in the UI."""
+    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    with get_client(sync_client=True) as client:
+        if client.read_automations_by_name(ZOMBIE_AUTOMATION):
+            return
+    ends = ("Completed", "Failed", "Cancelled", "Crashed")
+    Automation(
+        name=ZOMBIE_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in ends)},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=3 * heartbeat_s),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {3 * heartbeat_s:.0f} s: the run's process died",
+            )
+        ],
+    ).create()
+
+
 def main() -> None:
     """Serves the deployments until stopped (SIGTERM or Ctrl-C)."""
     from prefect import serve
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 
     try:
         deployments = build_deployments()
     except FacekeysError as exc:
         print(f"facekeys serve: error: {exc}", file=sys.stderr)
         sys.exit(1)
+    ensure_zombie_automation(float(PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() or 180))
     serve(*deployments, pause_on_shutdown=False)
 
 

@@ -189,6 +189,7 @@ def test_a_changed_source_triggers_a_pipeline_run_that_fetches_it_again(live):
     assert again.returncode == 0 and len(live.runs(on_change)) == 1
 
 
+@pytest.mark.timeout(900)
 def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(live):
     import signal
 
@@ -204,6 +205,7 @@ def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(
     targets = ["--param", 'targets=["train@kaggle-15"]']
     started = live.prefect_cli("deployment", "run", "facekeys-pipeline/on-demand", *targets)
     assert started.returncode == 0, started.stdout
+    started_id = started.stdout.split("UUID: ")[1].split()[0]
     checkpoint = live.work / "checkpoints" / "kaggle-15" / "last.pt"
     deadline = time.monotonic() + 180
     while not checkpoint.exists() and time.monotonic() < deadline:
@@ -227,6 +229,13 @@ def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(
     waited = datetime.fromisoformat(locked["timestamp"]).timestamp() - killed_at
     lease = 60  # orchestrate.lock.lease_s
     assert waited < lease + 30, f"the workspace stayed locked {waited:.0f} s after the kill"
+    # Heartbeats stopped: Prefect's automation marks the killed run Crashed (3 x 30 s).
+    killed = live.api(f"flow_runs/{started_id}")
+    deadline = time.monotonic() + 150
+    while killed["state"]["type"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(2)
+        killed = live.api(f"flow_runs/{started_id}")
+    assert killed["state"]["type"] == "CRASHED", killed["state"]
 
 
 @pytest.mark.timeout(900)  # may install chromium first

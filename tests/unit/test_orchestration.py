@@ -87,6 +87,7 @@ def test_settings_read_the_shipped_section_and_refuse_bad_values():
         ({"nightly": {"active": "yes"}}, "nightly_active must be true or false"),
         ({"nightly": {"crn": "0 1 * * *"}}, "has no setting 'nightly_crn'"),
         ({"lock": {"lease_s": 10}}, "lease_s must be >= 60"),
+        ({"heartbeat_s": 5}, "heartbeat_s must be >= 30"),
         ({"retry_delays_s": 5}, "retry_delays_s must be a list of numbers"),
     ):
         with pytest.raises(FacekeysError, match=message):
