@@ -71,6 +71,9 @@ class OrchestrateSettings:
         section = params.get("orchestrate") or {}
         if not isinstance(section, dict):
             raise FacekeysError("params.yaml: orchestrate must be a mapping")
+        for name in ("nightly", "data_check", "lock"):
+            if not isinstance(section.get(name) or {}, dict):
+                raise FacekeysError(f"params.yaml: orchestrate.{name} must be a mapping")
         nightly = section.get("nightly") or {}
         flat = {
             **{k: v for k, v in section.items() if k not in ("nightly", "data_check", "lock")},
@@ -95,6 +98,8 @@ class OrchestrateSettings:
         settings = cls(**kwargs)
         if settings.retries < 0 or not settings.retry_delays_s:
             raise FacekeysError("params.yaml: orchestrate retries >= 0 with at least one delay")
+        if settings.data_check_minutes <= 0 or settings.runner_poll_s <= 0:
+            raise FacekeysError("params.yaml: orchestrate data_check.minutes and runner_poll_s > 0")
         if settings.heartbeat_s < 30:
             raise FacekeysError("params.yaml: orchestrate heartbeat_s must be >= 30 (Prefect)")
         if settings.lock_lease_s < 60:
@@ -139,6 +144,22 @@ def _same_kind(reference: Any, value: Any) -> bool:
     if isinstance(reference, list | tuple):
         return isinstance(value, list | tuple)
     return isinstance(value, type(reference))
+
+
+def check_cron(cron: str, timezone: str) -> None:
+    """Raises FacekeysError in one line when Prefect would not accept the nightly schedule."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    try:
+        CronSchedule(cron=cron, timezone=timezone)
+    except (ValidationError, ValueError) as exc:
+        errors = exc.errors() if isinstance(exc, ValidationError) else []
+        first = errors[0]["msg"] if errors else str(exc).splitlines()[0]
+        raise FacekeysError(
+            f"params.yaml: orchestrate.nightly cron {cron!r} / timezone {timezone!r} is not "
+            f"valid: {first}"
+        ) from None
 
 
 def workspace_id(root: str | os.PathLike[str]) -> str:
@@ -472,14 +493,23 @@ def server_answers(url: str, timeout_s: float = 3.0) -> bool:
         return False
 
 
-def already_announced(state_file: Path, changed: dict[str, dict[str, Any]]) -> bool:
-    """Whether the data check already emitted an event for exactly these fingerprints (the
-    triggered run may still wait for the workspace), so it does not emit one per check."""
-    return _read_json(state_file).get("announced") == changed
+def already_announced(
+    state_file: Path, changed: dict[str, dict[str, Any]], max_age_s: float = 3600.0
+) -> bool:
+    """Whether the data check announced exactly these fingerprints less than ``max_age_s`` ago
+    (the triggered run may still wait for the workspace), so it does not emit one per check;
+    an older announcement is repeated, in case the run it triggered failed."""
+    import time
+
+    state = _read_json(state_file)
+    fresh = time.time() - float(state.get("at", 0)) < max_age_s
+    return fresh and state.get("announced") == changed
 
 
 def remember_announced(state_file: Path, changed: dict[str, dict[str, Any]]) -> None:
-    """Records the fingerprints an event was emitted for."""
+    """Records the fingerprints an event was emitted for, and when."""
+    import time
+
     from facekeys.atomic import write_json
 
-    write_json(state_file, {"announced": changed})
+    write_json(state_file, {"announced": changed, "at": time.time()})

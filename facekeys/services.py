@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facekeys.errors import FacekeysError
-from facekeys.orchestration import OrchestrateSettings, server_answers
+from facekeys.orchestration import OrchestrateSettings, check_cron, server_answers
 from facekeys.params import load_params
 
 # Prefect's filesystem lease storage keeps a held workspace lock's lease across a server restart.
@@ -142,25 +144,32 @@ def services(layout: Layout, settings: OrchestrateSettings) -> list[Service]:
     ]
 
 
-def read_pid(path: Path) -> int | None:
-    """The process id in ``path`` when that process is alive (a stale file is removed)."""
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of a process (field 22 of /proc/<pid>/stat), None when gone or
+    a zombie: with the pid it names one process, even after the pid was reused."""
     try:
-        pid = int(path.read_text().strip())
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def write_pid(path: Path, pid: int) -> None:
+    """Records a process as ``pid start-time``."""
+    path.write_text(f"{pid} {_start_time(pid) or ''}\n")
+
+
+def read_pid(path: Path) -> int | None:
+    """The process id in ``path`` when that very process is alive (a stale file is removed)."""
+    try:
+        pid_text, _, started = path.read_text().strip().partition(" ")
+        pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    now = _start_time(pid)
+    if now is None or (started and now != started):
         path.unlink(missing_ok=True)
         return None
-    except PermissionError:
-        pass
-    try:  # a zombie (exited, not yet reaped) is not running
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "Z":
-            return None
-    except (OSError, IndexError):
-        pass
     return pid
 
 
@@ -180,6 +189,7 @@ def start(layout: Layout, settings: OrchestrateSettings, log=print) -> None:
         FacekeysError: a port held by another program, or a service that exits or never
             answers (its log's last line says why); services this call started are stopped.
     """
+    check_cron(settings.nightly_cron, settings.nightly_timezone)
     for folder in (layout.prefect_home, layout.log("x").parent, layout.pid("x").parent):
         folder.mkdir(parents=True, exist_ok=True)
     started: list[Service] = []
@@ -205,10 +215,11 @@ def start(layout: Layout, settings: OrchestrateSettings, log=print) -> None:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop ends all its children
             )
-        layout.pid(service.name).write_text(f"{process.pid}\n")
+        write_pid(layout.pid(service.name), process.pid)
         started.append(service)
         deadline = time.monotonic() + service.ready_timeout_s
-        while not server_answers(service.ready_url, 2.0):
+        launched = time.time() - 1.0
+        while not _ready(service, launched):
             if process.poll() is not None or time.monotonic() > deadline:
                 why = "exited" if process.poll() is not None else "did not answer in time"
                 _stop_all(layout, [s.name for s in reversed(started)], log)
@@ -217,6 +228,21 @@ def start(layout: Layout, settings: OrchestrateSettings, log=print) -> None:
                 )
             time.sleep(0.5)
         log(f"{service.name}: started (pid {process.pid}, log {log_path})")
+
+
+def _ready(service: Service, launched: float) -> bool:
+    """Whether a service answers; the serving process only once it has registered its
+    deployments anew (the server keeps them from an earlier start)."""
+    if service.url:
+        return server_answers(service.ready_url, 2.0)
+    from datetime import datetime
+
+    try:
+        with urllib.request.urlopen(service.ready_url, timeout=2.0) as response:
+            updated = json.loads(response.read()).get("updated") or ""
+        return datetime.fromisoformat(updated.replace("Z", "+00:00")).timestamp() >= launched
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return False
 
 
 def _stop_all(layout: Layout, names: list[str], log) -> None:
@@ -324,6 +350,15 @@ def deployment_exists(prefect_api: str, name: str) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _exclusive(layout: Layout):
+    """One start or stop at a time per project: two at once would each launch a server."""
+    layout.pid("x").parent.mkdir(parents=True, exist_ok=True)
+    with open(layout.pid("x").parent / "lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/orchestrate",
@@ -353,14 +388,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = OrchestrateSettings.from_params(load_params(layout.root / "params.yaml"))
         env = client_env(layout, settings)
         if args.command == "start":
-            start(layout, settings)
+            with _exclusive(layout):
+                start(layout, settings)
             print("\nIn another shell:")
             print("\n".join(f"export {k}={v}" for k, v in env.items()))
             print(f"\nPrefect UI: http://127.0.0.1:{settings.prefect_port}/deployments")
             print(f"MLflow UI:  http://127.0.0.1:{settings.mlflow_port}/#/models")
             print("Run now:    prefect deployment run 'facekeys-pipeline/on-demand' --watch")
         elif args.command == "stop":
-            stop(layout, settings)
+            with _exclusive(layout):
+                stop(layout, settings)
         elif args.command == "status":
             report = status(layout, settings)
             for name, item in report.items():
@@ -374,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             merged = {**env, **{k: os.environ[k] for k in env if os.environ.get(k)}}
             problems = missing_servers(settings, merged)
+            if read_pid(layout.pid("serve")) is None:
+                problems.append(
+                    "the serving process is not running (nothing would execute the run): start "
+                    "it with scripts/orchestrate start"
+                )
             name = f"facekeys-pipeline/{args.deployment}"
             if not problems and not deployment_exists(merged["PREFECT_API_URL"], name):
                 problems.append(

@@ -51,6 +51,12 @@ def _settings(root: Path) -> tuple[dict[str, Any], orch.OrchestrateSettings]:
     return params, orch.OrchestrateSettings.from_params(params)
 
 
+def _head_timeout(params: dict[str, Any]) -> float:
+    """The fetch stage's own network timeout, for the cheap HEAD requests of the data check."""
+    value = (params.get("fetch") or {}).get("timeout_s", 60)
+    return float(value) if isinstance(value, int | float) else 60.0
+
+
 def tracking_uri(settings: orch.OrchestrateSettings) -> str:
     """Where pipeline runs log: ``MLFLOW_TRACKING_URI``, else the local MLflow server."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"http://127.0.0.1:{settings.mlflow_port}"
@@ -72,8 +78,10 @@ def _dvc_env(uri: str) -> dict[str, str]:
 @task(cache_policy=NO_CACHE)
 def dvc_stale(root: Path, targets: list[str], uri: str) -> list[str]:
     """Stages DVC reports as stale (``dvc status --json``)."""
+    # --with-deps: a target is stale when anything it depends on is.
+    with_deps = ["--with-deps", *targets] if targets else []
     result = subprocess.run(
-        [sys.executable, "-m", "dvc", "status", "--json", *targets],
+        [sys.executable, "-m", "dvc", "status", "--json", *with_deps],
         cwd=root,
         env=_dvc_env(uri),
         capture_output=True,
@@ -174,11 +182,10 @@ def facekeys_pipeline(
     except FacekeysError as exc:
         return _fail(title, str(exc), {}, [])
     datasets = list(params.get("datasets") or [])
-    before = orch.metrics_snapshot(root, datasets)
     uri = tracking_uri(settings)
     problem = _wait_for_mlflow(uri, settings)
     if problem:
-        return _fail(title, problem, before, [])
+        return _fail(title, problem, orch.metrics_snapshot(root, datasets), [])
 
     from prefect.concurrency.sync import concurrency
 
@@ -193,6 +200,8 @@ def facekeys_pipeline(
             lease_duration=settings.lock_lease_s,
         ):
             logger.info("holding the workspace lock %s (%s)", name, root)
+            # Read under the lock: a queued run must not count the previous run's changes.
+            before = orch.metrics_snapshot(root, datasets)
             return _locked_run(
                 root, params, settings, dvc_targets, overrides, force, refetch_changed, uri, before
             )
@@ -201,7 +210,7 @@ def facekeys_pipeline(
             title,
             f"workspace {root} is busy: another pipeline run holds {name}; try again later or "
             "pass --param wait_for_lock=true to queue",
-            before,
+            orch.metrics_snapshot(root, datasets),
             [],
         )
 
@@ -222,13 +231,16 @@ def _locked_run(
     refetch: list[str] = []
     if refetch_changed:
         try:
-            checks = orch.check_sources(root, params, timeout_s=settings.retry_delays_s[0])
+            checks = orch.check_sources(root, params, timeout_s=_head_timeout(params))
         except FacekeysError as exc:
             return _fail(title, str(exc), before, [])
         for check in checks:
             logger.info("source of %s: %s", check.dataset, check.reason)
         refetch = [c.dataset for c in checks if c.changed]
-    stale = dvc_stale(root, targets, uri)
+    try:
+        stale = dvc_stale(root, targets, uri)
+    except FacekeysError as exc:
+        return _fail(title, str(exc), before, [])
     logger.info("stale: %s", ", ".join(stale) if stale else "nothing")
     if not (stale or force or overrides or refetch):
         markdown = orch.report_markdown(
@@ -312,7 +324,7 @@ def facekeys_data_check() -> Any:
     root = workspace()
     try:
         params, settings = _settings(root)
-        checks = orch.check_sources(root, params, timeout_s=settings.retry_delays_s[0])
+        checks = orch.check_sources(root, params, timeout_s=_head_timeout(params))
     except FacekeysError as exc:
         logger.error(str(exc))
         return Failed(message=str(exc))
@@ -322,7 +334,7 @@ def facekeys_data_check() -> Any:
     if not changed:
         return Completed(message="no source changed")
     state_file = root / ".orchestrate" / "data-check.json"
-    if orch.already_announced(state_file, changed):
+    if orch.already_announced(state_file, changed, max_age_s=4 * 60 * settings.data_check_minutes):
         logger.info("already announced; the triggered run has not fetched yet")
         return Completed(message="change already announced")
     event = emit_event(

@@ -19,6 +19,7 @@ from prefect.schedules import Cron, Interval
 
 from facekeys import orchestration as orch
 from facekeys.errors import FacekeysError
+from facekeys.orchestration import check_cron
 from flows.pipeline import _settings, facekeys_data_check, facekeys_pipeline, workspace
 
 ONE_AT_A_TIME_QUEUED = ConcurrencyLimitConfig(
@@ -27,22 +28,6 @@ ONE_AT_A_TIME_QUEUED = ConcurrencyLimitConfig(
 ONE_AT_A_TIME_REFUSED = ConcurrencyLimitConfig(
     limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
 )
-
-
-def check_cron(cron: str, timezone: str) -> None:
-    """Raises FacekeysError in one line when Prefect would not accept the schedule."""
-    from prefect.client.schemas.schedules import CronSchedule
-    from pydantic import ValidationError
-
-    try:
-        CronSchedule(cron=cron, timezone=timezone)
-    except (ValidationError, ValueError) as exc:
-        errors = exc.errors() if isinstance(exc, ValidationError) else []
-        first = errors[0]["msg"] if errors else str(exc).splitlines()[0]
-        raise FacekeysError(
-            f"params.yaml: orchestrate.nightly cron {cron!r} / timezone {timezone!r} is not "
-            f"valid: {first}"
-        ) from None
 
 
 def build_deployments() -> list[Any]:

@@ -157,6 +157,7 @@ def test_nightly_schedule_has_runs_after_a_restart_of_the_serving_process(live):
     assert not live.deployment("facekeys-pipeline/nightly")["paused"]
     restarted = live.orchestrate("start")
     assert restarted.returncode == 0 and "serve: started" in restarted.stdout, restarted.stdout
+    assert "serve: pid" in live.orchestrate("status").stdout  # alive, deployments registered
     deployment, runs = scheduled()
     assert not deployment["paused"] and deployment["schedules"][0]["active"]
     assert runs, "no scheduled nightly run after the restart"
@@ -185,6 +186,7 @@ def test_a_changed_source_triggers_a_pipeline_run_that_fetches_it_again(live):
     from facekeys.fetch import source_fingerprint
 
     assert record["fingerprint"] == source_fingerprint(str(source.parent))
+    # The refetch recorded the new fingerprint: the next check finds nothing to announce.
     again = live.prefect_cli("deployment", "run", "facekeys-data-check/data-check", "--watch")
     assert again.returncode == 0 and len(live.runs(on_change)) == 1
 
@@ -266,7 +268,7 @@ def test_prefect_and_mlflow_uis_show_the_deployment_and_the_champion(live):
 
 def test_stop_leaves_nothing_running_and_triggers_then_name_the_missing_server(live):
     pids = {
-        name: int((live.work / ".orchestrate" / "run" / f"{name}.pid").read_text())
+        name: int((live.work / ".orchestrate" / "run" / f"{name}.pid").read_text().split()[0])
         for name in ("serve", "mlflow-server", "prefect-server")
     }
     stopped = live.orchestrate("stop")

@@ -88,6 +88,8 @@ def test_settings_read_the_shipped_section_and_refuse_bad_values():
         ({"nightly": {"crn": "0 1 * * *"}}, "has no setting 'nightly_crn'"),
         ({"lock": {"lease_s": 10}}, "lease_s must be >= 60"),
         ({"heartbeat_s": 5}, "heartbeat_s must be >= 30"),
+        ({"data_check": 15}, "orchestrate.data_check must be a mapping"),
+        ({"data_check": {"minutes": 0}}, "data_check.minutes and runner_poll_s > 0"),
         ({"retry_delays_s": 5}, "retry_delays_s must be a list of numbers"),
     ):
         with pytest.raises(FacekeysError, match=message):
@@ -259,6 +261,7 @@ def test_announced_changes_are_not_announced_twice(tmp_path):
     orch.remember_announced(state, changed)
     assert orch.already_announced(state, changed)
     assert not orch.already_announced(state, {"kaggle-15": {"kind": "file", "bytes": 4}})
+    assert not orch.already_announced(state, changed, max_age_s=0)  # an old one is repeated
 
 
 def test_trigger_names_the_missing_server_and_how_to_start_it(tmp_path):
@@ -280,6 +283,8 @@ def test_trigger_names_the_missing_server_and_how_to_start_it(tmp_path):
         "/api is not running: start it with scripts/orchestrate start",
         f"orchestrate: error: MLflow server http://127.0.0.1:{params['orchestrate']['mlflow_port']}"
         " is not running: start it with scripts/orchestrate start",
+        "orchestrate: error: the serving process is not running (nothing would execute the run): "
+        "start it with scripts/orchestrate start",
     ]
     status = subprocess.run(
         [sys.executable, "-m", "facekeys.services", "status"],
@@ -341,3 +346,18 @@ def test_experiment_names_come_from_dvc_exp_run_output():
     lines = ["Reproducing experiment 'lumpy-bots'", "", "Ran experiment(s): lumpy-bots, sad-cat"]
     assert orch.experiment_names(lines) == ["lumpy-bots", "sad-cat"]
     assert orch.experiment_names(["Running stage 'train@kaggle-15':"]) == []
+
+
+def test_a_bad_cron_stops_start_before_anything_starts(tmp_path):
+    params = {"orchestrate": {"nightly": {"cron": "0 25 * * *"}, "prefect_port": free_port()}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(
+        [sys.executable, "-m", "facekeys.services", "start"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("orchestrate: error: params.yaml: orchestrate.nightly cron")
+    assert "Invalid cron string" in result.stderr and len(result.stderr.splitlines()) == 1
