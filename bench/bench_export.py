@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,8 @@ import torch
 from common import labelled_split
 
 from facekeys.augment import load_npz
-from facekeys.export import load_exported
-from facekeys.predict import KeypointPredictor, StageModel, onnx_session, run_network
+from facekeys.export import load_exported, seconds_per_face
+from facekeys.predict import KeypointPredictor, onnx_session
 
 
 def _runtimes(model_dir: Path, threads: int) -> dict[str, KeypointPredictor]:
@@ -56,19 +55,6 @@ def _test_nme(dataset: str, predictor: KeypointPredictor) -> float:
     return float(np.nanmean(nme))
 
 
-def _time(stage: StageModel, crops: np.ndarray, batch: int, repeats: int) -> float:
-    """Seconds per face, best of ``repeats`` passes over ``crops`` in batches of ``batch``."""
-    inputs = [stage.normalise(crops[i : i + batch]) for i in range(0, len(crops), batch)]
-    run_network(stage.model, inputs[0])  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for x in inputs:
-            run_network(stage.model, x)
-        best = min(best, (time.perf_counter() - start) / len(crops))
-    return best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="*", default=["youtube-faces-68", "kaggle-15"])
@@ -95,7 +81,7 @@ def main() -> None:
                 for name, stage in stages.items():
                     if stage is None:
                         continue
-                    seconds = _time(stage, crops[name], batch, args.repeats)
+                    seconds = seconds_per_face(stage, crops[name], batch, args.repeats)
                     results.setdefault(runtime, {}).setdefault(name, (0.0, 0.0))
                     one, many = results[runtime][name]
                     results[runtime][name] = (seconds, many) if batch == 1 else (one, seconds)

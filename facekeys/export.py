@@ -352,12 +352,13 @@ def int8_ms_per_face(
     export_dir: str | os.PathLike[str],
     crops: dict[str, np.ndarray],
     faces: int = 100,
-    repeats: int = 3,
+    repeats: int = 9,
 ) -> float | None:
     """Milliseconds per face of the int8 networks together (what one face costs), at batch 1 on
     one thread: per network the best of ``repeats`` passes over up to ``faces`` of its test
-    crops. None when the export has no int8 files. A measurement on the machine that ran the
-    stage, recorded for the orchestrator's report; bench/bench_export.py compares runtimes.
+    crops (the best of many short passes: one pass is a tenth of a second, easily disturbed). None
+    when the export has no int8 files. A measurement on the machine that ran the stage, recorded
+    for the orchestrator's report; bench/bench_export.py compares runtimes.
 
     It runs in a fresh process: in this one, torch's worker threads keep spinning after the
     export and took a third of the core from ONNX Runtime (1.33 against 0.89 ms measured).
@@ -371,7 +372,6 @@ def int8_ms_per_face(
 
 def _time_int8(export_dir: str, crops: dict[str, np.ndarray], repeats: int) -> float | None:
     import json
-    import time
 
     card = json.loads((Path(export_dir) / "model.json").read_text(encoding="utf-8"))
     total = 0.0
@@ -380,14 +380,21 @@ def _time_int8(export_dir: str, crops: dict[str, np.ndarray], repeats: int) -> f
         if not name or network["name"] not in crops or not len(crops[network["name"]]):
             return None
         stage = StageModel(onnx_session(Path(export_dir) / name, threads=1), network)
-        images = crops[network["name"]]
-        inputs = [stage.normalise(images[i : i + 1]) for i in range(len(images))]
-        run_network(stage.model, inputs[0])  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for x in inputs:
-                run_network(stage.model, x)
-            best = min(best, (time.perf_counter() - start) / len(inputs))
-        total += best
+        total += seconds_per_face(stage, crops[network["name"]], batch=1, repeats=repeats)
     return 1000 * total
+
+
+def seconds_per_face(stage: StageModel, crops: np.ndarray, batch: int, repeats: int) -> float:
+    """Seconds per face of one network, the best of ``repeats`` passes over ``crops`` in batches
+    of ``batch`` after one warm-up batch (also what bench/bench_export.py reports)."""
+    import time
+
+    inputs = [stage.normalise(crops[i : i + batch]) for i in range(0, len(crops), batch)]
+    run_network(stage.model, inputs[0])
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for x in inputs:
+            run_network(stage.model, x)
+        best = min(best, (time.perf_counter() - start) / len(crops))
+    return best
