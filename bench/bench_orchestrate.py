@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.tinyproject import free_port, make_project  # noqa: E402
+from tests.tinyproject import exported, free_port, make_project, orchestrate  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -63,19 +63,10 @@ def main() -> None:
         direct, direct_env = make_project(direct_root, lambda p: ports(p, "bench-direct"))
         for key in [k for k in env if k.startswith(("PREFECT_", "MLFLOW_TRACKING"))]:
             del env[key]
-        start = subprocess.run(
-            [sys.executable, "-m", "facekeys.services", "start"],
-            cwd=served,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
+        start = orchestrate(served, "start", env=env)
         if start.returncode != 0:
             sys.exit(start.stderr)
-        for line in start.stdout.splitlines():
-            if line.startswith("export "):
-                key, _, value = line.removeprefix("export ").partition("=")
-                env[key] = value
+        env.update(exported(start.stdout))
         direct_env["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
         trigger = [
             str(BIN / "prefect"),
@@ -111,12 +102,7 @@ def main() -> None:
                 flush=True,
             )
         finally:
-            subprocess.run(
-                [sys.executable, "-m", "facekeys.services", "stop"],
-                cwd=served,
-                env={**os.environ, **env},
-                capture_output=True,
-            )
+            orchestrate(served, "stop", env={**os.environ, **env})
 
 
 if __name__ == "__main__":

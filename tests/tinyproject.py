@@ -121,3 +121,27 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def orchestrate(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Runs ``scripts/orchestrate``'s command (``python -m facekeys.services``) in ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", "facekeys.services", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def exported(stdout: str) -> dict[str, str]:
+    """The variables of the ``export K=V`` lines that ``start`` and ``env`` print."""
+    found = {}
+    for line in stdout.splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            found[key] = value
+    return found

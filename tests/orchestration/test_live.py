@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tinyproject import REPO, free_port, make_project
+from tests.tinyproject import REPO, exported, free_port, make_project, orchestrate
 
 pytestmark = pytest.mark.slow
 
@@ -35,14 +35,7 @@ class Live:
         self.mlflow = f"http://127.0.0.1:{mlflow_port}"
 
     def orchestrate(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "facekeys.services", *args],
-            cwd=self.work,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return orchestrate(self.work, *args, env=self.env, timeout=timeout)
 
     def prefect_cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -98,10 +91,7 @@ def live(tmp_path_factory):
     started = live.orchestrate("start")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        for line in started.stdout.splitlines():
-            if line.startswith("export "):
-                key, _, value = line.removeprefix("export ").partition("=")
-                env[key] = value
+        env.update(exported(started.stdout))
         yield live
     finally:
         live.orchestrate("stop")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from facekeys import orchestration as orch
 from facekeys.errors import FacekeysError
 from facekeys.fetch import fetch_dataset, source_fingerprint
 from tests.conftest import REPO
-from tests.tinyproject import free_port
+from tests.tinyproject import free_port, orchestrate
 from tests.unit.test_fetch import make_youtube_folder, serve, zip_folder
 
 STAGES = ["fetch", "validate", "augment", "train", "evaluate", "export", "register"]
@@ -268,14 +266,7 @@ def test_trigger_names_the_missing_server_and_how_to_start_it(tmp_path):
     params = {"orchestrate": {"prefect_port": free_port(), "mlflow_port": free_port()}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    result = subprocess.run(
-        [sys.executable, "-m", "facekeys.services", "run", "on-demand", "--watch"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = orchestrate(tmp_path, "run", "on-demand", "--watch", env=env)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines == [
@@ -286,26 +277,13 @@ def test_trigger_names_the_missing_server_and_how_to_start_it(tmp_path):
         "orchestrate: error: the serving process is not running (nothing would execute the run): "
         "start it with scripts/orchestrate start",
     ]
-    status = subprocess.run(
-        [sys.executable, "-m", "facekeys.services", "status"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    status = orchestrate(tmp_path, "status", env=env)
     assert status.returncode == 3 and status.stdout.count("not running") == 3
 
 
 def test_a_bad_setting_stops_start_in_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"orchestrate": {"mlflow_port": "x"}}))
-    result = subprocess.run(
-        [sys.executable, "-m", "facekeys.services", "start"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = orchestrate(tmp_path, "start")
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "orchestrate: error: params.yaml: orchestrate mlflow_port must be an integer, got 'x'"
@@ -351,13 +329,7 @@ def test_experiment_names_come_from_dvc_exp_run_output():
 def test_a_bad_cron_stops_start_before_anything_starts(tmp_path):
     params = {"orchestrate": {"nightly": {"cron": "0 25 * * *"}, "prefect_port": free_port()}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run(
-        [sys.executable, "-m", "facekeys.services", "start"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = orchestrate(tmp_path, "start")
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("orchestrate: error: params.yaml: orchestrate.nightly cron")
     assert "Invalid cron string" in result.stderr and len(result.stderr.splitlines()) == 1
