@@ -101,7 +101,13 @@ def services(layout: Layout, settings: OrchestrateSettings) -> list[Service]:
                 "--port",
                 str(settings.prefect_port),
             ],
-            {**base, "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE},
+            {
+                **base,
+                "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
+                # Expired leases are revoked by this loop (default every 15 s): a killed run
+                # then holds the workspace for its lease plus at most 5 s.
+                "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "5",
+            },
             f"{prefect_url}/api/health",
             90,
             url=prefect_url,

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -207,7 +206,19 @@ def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(
     groups = [serve, *_descendant_groups(serve)]
     for group in groups:  # the machine dies: the serving process and its flow runs
         os.killpg(group, signal.SIGKILL)
-    killed_at = time.time()
+    killed_at = time.monotonic()
+    # The lock is free once Prefect's repossessor revokes the expired lease; watching the slot
+    # itself keeps the flow's start-up and its wait between tries out of the measurement.
+    from facekeys.orchestration import lock_name
+
+    limit = f"v2/concurrency_limits/{lock_name(live.work)}"
+    while live.api(limit)["active_slots"] and time.monotonic() < killed_at + 300:
+        time.sleep(1)
+    held = time.monotonic() - killed_at
+    lease = 60  # orchestrate.lock.lease_s
+    # The lease runs from its last renewal (at most one lease before the kill); the repossessor
+    # looks every 5 s (services.py sets it), plus slack for a slow machine.
+    assert held < lease + 20, f"the workspace stayed locked {held:.0f} s after the kill"
     assert live.orchestrate("start").returncode == 0
     again = live.prefect_cli(
         "deployment", "run", "facekeys-pipeline/nightly", *targets, "--watch", timeout=600
@@ -217,10 +228,6 @@ def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(
     entries = live.log_entries(run["id"])
     logs = [entry["message"] for entry in entries]
     assert any("resuming from checkpoints/kaggle-15/last.pt" in line for line in logs), logs
-    locked = next(e for e in entries if e["message"].startswith("holding the workspace lock"))
-    waited = datetime.fromisoformat(locked["timestamp"]).timestamp() - killed_at
-    lease = 60  # orchestrate.lock.lease_s
-    assert waited < lease + 30, f"the workspace stayed locked {waited:.0f} s after the kill"
     # Heartbeats stopped: Prefect's automation marks the killed run Crashed (3 x 30 s).
     killed = live.api(f"flow_runs/{started_id}")
     deadline = time.monotonic() + 150
