@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from common import labelled_split
 
-from facekeys.augment import load_npz, to_model_color
+from facekeys.augment import load_npz
 from facekeys.crop import keypoint_box
 from facekeys.evaluate import nme_per_image
+from facekeys.images import to_model_color
 from facekeys.predict import KeypointPredictor
 from facekeys.schemes import FORMATS
 

@@ -39,7 +39,7 @@ from facekeys.crop import (
 from facekeys.csvfile import read_records
 from facekeys.detect import DetectorSettings
 from facekeys.errors import FacekeysError
-from facekeys.images import ImageLimits, ImageProblem, load_image
+from facekeys.images import ImageLimits, ImageProblem, load_image, to_model_color
 from facekeys.schemes import FLIP_PERMUTATION, FORMATS, CsvFormat, point_side
 from facekeys.validate import check_schema
 
@@ -224,27 +224,6 @@ def identity_split(
         taken += counts[unique[k]]
     is_val = np.array([ident in val_ids for ident in identities], bool)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
-
-def to_model_color(image: np.ndarray, color: str) -> np.ndarray:
-    """Any decoded image (gray/BGR/BGRA, 8 or 16 bit) as uint8 gray ``HxW`` or RGB ``HxWx3``."""
-    import cv2
-
-    if image.dtype == np.uint16:
-        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise ImageProblem("image_unsupported_format", f"pixel type {image.dtype}")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if color == "gray":
-        if image.ndim == 2:
-            return image
-        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        return cv2.cvtColor(image, code)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    return cv2.cvtColor(image, code)
 
 
 @dataclass
@@ -520,6 +499,7 @@ def augment_dataset(
     settings: AugmentSettings,
     log: Any = None,
     detector: DetectorSettings | None = None,
+    data_source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Builds ``train.npz``, ``val.npz``, ``test.npz``, ``meta.json`` and ``preview.png``.
 
@@ -531,6 +511,8 @@ def augment_dataset(
         log: Receives human-readable lines.
         detector: Face detector to calibrate against this framing (whole-image crops only);
             the result goes to ``meta["crop_policy"]["detector"]`` (None: not calibrated).
+        data_source: Which data this is (``facekeys.fetch.describe_source``), recorded in
+            ``meta.json`` and from there in the model card and the MLflow run.
 
     Returns:
         The metadata written to ``meta.json``.
@@ -578,6 +560,7 @@ def augment_dataset(
     augmented = train["copy"] > (0 if settings.include_original else -1)
     meta = {
         "format": fmt_name,
+        "data_source": data_source,
         "image_size": settings.image_size,
         "channels": 3 if settings.color == "rgb" else 1,
         "color": settings.color,

@@ -129,7 +129,7 @@ def detect_faces(image: np.ndarray, settings: DetectorSettings) -> list[Box]:
 def _detect(image: np.ndarray, settings: DetectorSettings) -> list[Box]:
     import cv2
 
-    from facekeys.augment import to_model_color
+    from facekeys.images import to_model_color
 
     gray = to_model_color(image, "gray")
     height, width = gray.shape

@@ -185,7 +185,7 @@ def draw_gallery(
     """A BGR row per group (best, median, worst NME): ground truth green, prediction red."""
     import cv2
 
-    from facekeys.augment import to_model_color
+    from facekeys.images import to_model_color
 
     order = np.argsort(np.where(np.isnan(nme), np.inf, nme))
     order = order[: int((~np.isnan(nme)).sum())]

@@ -182,3 +182,24 @@ def load_image(
     limits = limits or ImageLimits()
     path = resolve_inside(folder, name)
     return decode_image(read_image_bytes(path, limits), limits)
+
+
+def to_model_color(image: np.ndarray, color: str) -> np.ndarray:
+    """Any decoded image (gray/BGR/BGRA, 8 or 16 bit) as uint8 gray ``HxW`` or RGB ``HxWx3``."""
+    import cv2
+
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ImageProblem("image_unsupported_format", f"pixel type {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if color == "gray":
+        if image.ndim == 2:
+            return image
+        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        return cv2.cvtColor(image, code)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return cv2.cvtColor(image, code)

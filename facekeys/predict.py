@@ -171,8 +171,8 @@ class KeypointPredictor:
         Raises:
             FacekeysError: The model carries no detector calibration.
         """
-        from facekeys.augment import to_model_color
         from facekeys.detect import detect_faces
+        from facekeys.images import to_model_color
 
         framing = self.require_detector()
 
@@ -191,7 +191,7 @@ class KeypointPredictor:
             images: Decoded images, uint8 gray / BGR / BGRA (as OpenCV reads them).
             boxes: Face box ``(x, y, w, h)`` per image, or None for the whole image.
         """
-        from facekeys.augment import to_model_color
+        from facekeys.images import to_model_color
 
         boxes = boxes if boxes is not None else [None] * len(images)
         points = self._run(self.first, images, boxes, to_model_color)
