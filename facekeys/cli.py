@@ -28,7 +28,9 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
             "OUT/manifest.json with the sha256 of every CSV. The source may be a local folder, "
             "a local .zip, or an http(s) URL of a .zip (downloaded with a progress bar into a "
             "temporary file, then moved into place). OUT is replaced atomically: a failed fetch "
-            "leaves the previous OUT (or nothing) behind, never half a data set."
+            "leaves the previous OUT (or nothing) behind, never half a data set. Kaggle's "
+            "competition URL gets the Kaggle credentials (KAGGLE_USERNAME/KAGGLE_KEY or "
+            "~/.kaggle/kaggle.json); `derived:` sources are made by the pipeline's fetch stage."
         ),
     )
     p.add_argument("dataset", choices=["youtube-faces-68", "kaggle-15"], help="data set id")
@@ -42,9 +44,16 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
 
 def _run_fetch(args: argparse.Namespace) -> int:
     from facekeys.fetch import FetchSettings, fetch_dataset
+    from facekeys.kaggle import find_credentials, is_competition_download
 
+    settings = FetchSettings(timeout_s=args.timeout)
+    kaggle = is_competition_download(args.source, settings.kaggle_hosts)
     manifest = fetch_dataset(
-        args.dataset, args.source, args.out, FetchSettings(timeout_s=args.timeout)
+        args.dataset,
+        args.source,
+        args.out,
+        settings,
+        credentials=find_credentials() if kaggle else None,
     )
     print(f"{args.out}: {args.dataset} fetched from {manifest['source']}", file=sys.stderr)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,18 @@ DATASETS: dict[str, DatasetLayout] = {
         csv_zips=(("training.csv", "training.zip"), ("test.csv", "test.zip")),
     ),
 }
+
+
+def describe_source(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Which data a fetched folder holds, from its manifest: what models and runs record.
+
+    Returns:
+        ``source`` (folder, zip, URL or ``derived:<dataset>``), ``origin`` (params or the
+        variable that set it) and, for derived data, ``derived_from`` (the base data set and its
+        source).
+    """
+    described = {"source": manifest.get("source"), "origin": manifest.get("source_origin")}
+    base = manifest.get("derived_from")
+    if base:
+        described["derived_from"] = {"dataset": base.get("dataset"), "source": base.get("source")}
+    return described

@@ -7,20 +7,31 @@ writes; the output folder is replaced atomically, so a broken fetch leaves nothi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from facekeys.atomic import atomic_dir, sha256_file, write_json
 from facekeys.datasets import DATASETS, DatasetLayout
+from facekeys.derive import DERIVABLE, DERIVED_PREFIX, parse_derived
 from facekeys.errors import FacekeysError
+from facekeys.kaggle import (
+    KaggleCredentials,
+    find_credentials,
+    is_competition_download,
+    kaggle_json_path,
+    refusal_message,
+)
 
 
 @dataclass(frozen=True)
@@ -31,16 +42,23 @@ class FetchSettings:
         timeout_s: Seconds a download may go without receiving data.
         max_download_bytes: Largest download accepted.
         max_extract_bytes: Most bytes written when extracting zips (zip-bomb guard).
+        kaggle_hosts: Hosts whose competition download URLs get the Kaggle credentials.
     """
 
     timeout_s: float = 60.0
     max_download_bytes: int = 10_000_000_000
     max_extract_bytes: int = 20_000_000_000
+    kaggle_hosts: tuple[str, ...] = ("www.kaggle.com", "kaggle.com")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> FetchSettings:
         """Builds settings from the ``fetch`` params section (``sources`` is read elsewhere)."""
-        return cls(**{k: v for k, v in params.items() if k in cls.__dataclass_fields__})
+        values = {k: v for k, v in params.items() if k in cls.__dataclass_fields__}
+        hosts = values.get("kaggle_hosts", cls.kaggle_hosts)
+        if not isinstance(hosts, list | tuple) or not all(isinstance(h, str) for h in hosts):
+            raise FacekeysError("params.yaml: fetch.kaggle_hosts must be a list of host names")
+        values["kaggle_hosts"] = tuple(hosts)
+        return cls(**values)
 
 
 def source_env_var(dataset: str) -> str:
@@ -56,6 +74,185 @@ def resolve_source(dataset: str, configured: str) -> tuple[str, str]:
     return configured, "params"
 
 
+def setting_name(dataset: str, origin: str) -> str:
+    """The setting a source came from, as a user would look for it in messages."""
+    return (
+        origin.removeprefix("env:")
+        if origin.startswith("env:")
+        else (f"fetch.sources.{dataset} in params.yaml")
+    )
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """Where one data set will come from, decided before anything is fetched.
+
+    Attributes:
+        dataset: The data set.
+        source: A folder, a zip, an http(s) URL, or ``derived:<dataset>``.
+        origin: Where the source was configured: ``params`` or ``env:<VARIABLE>``.
+        credentials: Kaggle credentials for a competition download URL, where found.
+        base: For a derived source: the plan of the data set it is derived from.
+        note: One line for the user (why the data is derived and how to get the real one).
+    """
+
+    dataset: str
+    source: str
+    origin: str
+    credentials: KaggleCredentials | None = None
+    base: SourcePlan | None = None
+    note: str = ""
+
+
+def plan_source(
+    dataset: str,
+    sources: dict[str, Any],
+    settings: FetchSettings | None = None,
+    environ: dict[str, str] | None = None,
+) -> SourcePlan:
+    """Decides where ``dataset`` comes from: ``FACEKEYS_SOURCE_*`` first, then params.
+
+    A Kaggle competition URL gets the user's Kaggle credentials; without any, a data set that
+    can be derived (``kaggle-15``) is derived from the 68-point set instead, with a note saying
+    so. Nothing is read from the network.
+
+    Args:
+        dataset: The data set.
+        sources: The ``fetch.sources`` params section.
+        settings: Fetch settings (the Kaggle hosts).
+        environ: The environment (default ``os.environ``).
+
+    Raises:
+        FacekeysError: no source configured, a ``derived:`` source this data set cannot have,
+            or unusable Kaggle credentials (one line naming the setting or file).
+    """
+    settings = settings or FetchSettings()
+    environ = os.environ if environ is None else environ
+    configured = sources.get(dataset)
+    if not configured or not isinstance(configured, str):
+        raise FacekeysError(f"params.yaml: fetch.sources.{dataset} is not set")
+    env = source_env_var(dataset)
+    source, origin = (environ[env], f"env:{env}") if environ.get(env) else (configured, "params")
+    derived = parse_derived(source)
+    if derived is not None:
+        if DERIVABLE.get(dataset) != derived:
+            can = f"derived:{DERIVABLE[dataset]}" if dataset in DERIVABLE else "none"
+            raise FacekeysError(
+                f"{setting_name(dataset, origin)}: {dataset} cannot be {source!r} "
+                f"(derived sources it can have: {can})"
+            )
+        note = (
+            f"{dataset}: derived from {derived} ({source}), not the original data; for that, "
+            f"set {setting_name(dataset, origin)} to its download URL or a local copy"
+        )
+        base = plan_source(derived, sources, settings, environ)
+        return SourcePlan(dataset, source, origin, base=base, note=note)
+    if source.startswith(("http://", "https://")) and is_competition_download(
+        source, settings.kaggle_hosts
+    ):
+        credentials = find_credentials(environ)
+        if credentials is None and dataset in DERIVABLE:
+            derived = DERIVABLE[dataset]
+            note = (
+                f"{dataset}: no Kaggle credentials found, so it is derived from {derived} "
+                "(the same faces in Kaggle's layout, not Kaggle's photos); for the competition's "
+                f"data set KAGGLE_USERNAME and KAGGLE_KEY or write {kaggle_json_path(environ)}, "
+                f"then run `dvc repro -f fetch@{dataset}`"
+            )
+            base = plan_source(derived, sources, settings, environ)
+            return SourcePlan(
+                dataset,
+                DERIVED_PREFIX + derived,
+                origin + " (no Kaggle credentials)",
+                base=base,
+                note=note,
+            )
+        return SourcePlan(dataset, source, origin, credentials=credentials)
+    return SourcePlan(dataset, source, origin)
+
+
+def fetch_planned(
+    plan: SourcePlan,
+    out: str | os.PathLike[str],
+    settings: FetchSettings | None = None,
+    raw_root: str | os.PathLike[str] = "data/raw",
+    source_record: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Fetches a data set as planned by ``plan_source`` (see ``fetch_dataset``).
+
+    A derived data set is made from its base data set's folder under ``raw_root`` when that
+    folder was fetched from the base's current source and the source is unchanged since;
+    otherwise the base is fetched into a temporary folder first (so the order in which DVC runs
+    the two fetches does not matter).
+
+    Raises:
+        FacekeysError: as ``fetch_dataset``; a derived source whose base data is missing names
+            the base's setting.
+    """
+    settings = settings or FetchSettings()
+    what = (plan.dataset, plan.source, out, settings, plan.origin, source_record)
+    if plan.base is None:
+        return fetch_dataset(*what, credentials=plan.credentials)
+    with _base_folder(plan, Path(out).parent, settings, Path(raw_root)) as (folder, fingerprint):
+        derived = _derived_fingerprint(plan.base, fingerprint)
+        return fetch_dataset(*what, derived_input=folder, derived_fingerprint=derived)
+
+
+@contextlib.contextmanager
+def _base_folder(
+    plan: SourcePlan, scratch: Path, settings: FetchSettings, raw_root: Path
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The fetched folder a derived data set is made from, and its source's fingerprint."""
+    base = plan.base
+    assert base is not None
+    fetched = raw_root / base.dataset
+    record = _read_record(raw_root / f"{base.dataset}.source.json")
+    try:
+        current: dict[str, Any] | None = plan_fingerprint(base, settings.timeout_s)
+    except FacekeysError:
+        current = None  # fetched below, which says what is wrong with the source
+    if (
+        current is not None
+        and (fetched / "manifest.json").is_file()
+        and record.get("source") == base.source
+        and record.get("fingerprint") == current
+    ):
+        yield fetched, current
+        return
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{base.dataset}-", dir=scratch) as tmp:
+        base_record = Path(tmp) / "source.json"
+        try:
+            fetch_planned(base, Path(tmp) / base.dataset, settings, raw_root, base_record)
+        except FacekeysError as exc:
+            raise FacekeysError(
+                f"{plan.source}: the {base.dataset} data it is made from cannot be fetched "
+                f"({setting_name(base.dataset, base.origin)}): {exc}"
+            ) from None
+        yield Path(tmp) / base.dataset, _read_record(base_record).get("fingerprint") or {}
+
+
+def plan_fingerprint(plan: SourcePlan, timeout_s: float = 10.0) -> dict[str, Any]:
+    """``source_fingerprint`` of a planned source; a derived one is its base's fingerprint."""
+    if plan.base is not None:
+        return _derived_fingerprint(plan.base, plan_fingerprint(plan.base, timeout_s))
+    return source_fingerprint(plan.source, timeout_s, plan.credentials)
+
+
+def _derived_fingerprint(base: SourcePlan, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "derived", "from": base.dataset, "source": base.source, "base": fingerprint}
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def fetch_dataset(
     dataset: str,
     source: str,
@@ -63,6 +260,10 @@ def fetch_dataset(
     settings: FetchSettings | None = None,
     source_origin: str = "argument",
     source_record: str | os.PathLike[str] | None = None,
+    *,
+    credentials: KaggleCredentials | None = None,
+    derived_input: str | os.PathLike[str] | None = None,
+    derived_fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Brings ``dataset`` from ``source`` into ``out`` and writes ``out/manifest.json``.
 
@@ -75,6 +276,9 @@ def fetch_dataset(
         source_record: Where to write the source, its origin and its fingerprint
             (``source_fingerprint``) once the folder is in place: what the orchestrator's data
             check compares the source with later.
+        credentials: Kaggle credentials, sent (as basic auth) only to a competition URL.
+        derived_input: For a ``derived:`` source: the fetched folder it is made from.
+        derived_fingerprint: For a ``derived:`` source: the fingerprint to record.
 
     Returns:
         The manifest: data set, source, and sha256 and size of every CSV, image counts.
@@ -88,13 +292,23 @@ def fetch_dataset(
         raise FacekeysError(f"unknown data set {dataset!r}; known: {', '.join(DATASETS)}")
     layout = DATASETS[dataset]
     out = Path(out)
+    extra: dict[str, Any] = {}
     with atomic_dir(out) as staging:
-        if source.startswith(("http://", "https://")):
+        if parse_derived(source) is not None:
+            if derived_input is None or DERIVABLE.get(dataset) != parse_derived(source):
+                raise FacekeysError(f"{dataset}: source {source!r} cannot be derived here")
+            fingerprint = derived_fingerprint
+            extra = _derive(dataset, Path(derived_input), staging)
+        elif source.startswith(("http://", "https://")):
             download = staging / ".download.zip"
-            headers = _download(source, download, settings)
+            headers = _download(source, download, settings, credentials)
             fingerprint = _url_fingerprint(headers)
             _from_zip(download, layout, staging, settings, label=source)
             download.unlink()
+            if credentials is not None:
+                extra["credentials"] = (
+                    "environment" if credentials.origin == "environment" else ("kaggle.json")
+                )
         else:
             path = Path(source.removeprefix("file://")).expanduser()
             # Taken before copying: a source that changes during the copy reads as changed later.
@@ -110,10 +324,15 @@ def fetch_dataset(
                     f"{path}: source does not exist (set {source_env_var(dataset)} to a local "
                     "folder, zip or URL)"
                 )
+        if layout.format == "kaggle15":
+            held_out = _hold_out_unlabelled_test(staging)
+            if held_out:
+                extra["test_held_out"] = held_out
         manifest = {
             "dataset": dataset,
             "source": source,
             "source_origin": source_origin,
+            **extra,
             "csvs": {
                 name: {
                     "sha256": sha256_file(staging / name),
@@ -142,7 +361,9 @@ def fetch_dataset(
     return manifest
 
 
-def source_fingerprint(source: str, timeout_s: float = 10.0) -> dict[str, Any]:
+def source_fingerprint(
+    source: str, timeout_s: float = 10.0, credentials: KaggleCredentials | None = None
+) -> dict[str, Any]:
     """A cheap fingerprint of a source, to tell whether it changed since the last fetch.
 
     A folder: the relative path, size and modification time of every file (a digest of them);
@@ -152,6 +373,7 @@ def source_fingerprint(source: str, timeout_s: float = 10.0) -> dict[str, Any]:
     Args:
         source: A folder, a zip file or an http(s) URL, as configured for ``fetch``.
         timeout_s: Seconds a HEAD request may take.
+        credentials: Kaggle credentials for a competition URL (never sent on to redirects).
 
     Returns:
         A JSON-able mapping; two are equal exactly when the source looks unchanged. A URL
@@ -164,6 +386,8 @@ def source_fingerprint(source: str, timeout_s: float = 10.0) -> dict[str, Any]:
         request = urllib.request.Request(
             source, method="HEAD", headers={"User-Agent": "facekeys-fetch"}
         )
+        if credentials is not None:
+            request.add_unredirected_header("Authorization", credentials.authorization())
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 return _url_fingerprint(response.headers)
@@ -211,14 +435,22 @@ def _local_fingerprint(path: Path) -> dict[str, Any]:
     return {"kind": "folder", "files": files, "bytes": total, "sha256": digest.hexdigest()}
 
 
-def _download(url: str, dest: Path, settings: FetchSettings) -> Any:
+def _download(
+    url: str, dest: Path, settings: FetchSettings, credentials: KaggleCredentials | None = None
+) -> Any:
     """Streams ``url`` into ``dest``; returns the response headers."""
     from tqdm import tqdm
 
     request = urllib.request.Request(url, headers={"User-Agent": "facekeys-fetch"})
+    kaggle = is_competition_download(url, settings.kaggle_hosts)
+    if credentials is not None and kaggle:
+        # Unredirected: Kaggle answers with a redirect to signed storage, which must not see it.
+        request.add_unredirected_header("Authorization", credentials.authorization())
     try:
         response = urllib.request.urlopen(request, timeout=settings.timeout_s)
     except urllib.error.HTTPError as exc:
+        if kaggle:
+            raise FacekeysError(refusal_message(url, exc.code, credentials)) from None
         hint = (
             " (the source needs credentials: download it yourself and point the "
             "FACEKEYS_SOURCE_<DATASET> variable at the file)"
@@ -419,3 +651,84 @@ def _extract_member(
         NotImplementedError,
     ) as exc:
         raise FacekeysError(f"{budget.label}: cannot extract {info.filename!r}: {exc}") from None
+
+
+def _derive(dataset: str, folder: Path, staging: Path) -> dict[str, Any]:
+    """Makes ``dataset`` from a fetched folder; returns what the manifest records about it."""
+    from tqdm import tqdm
+
+    from facekeys.derive import derive_kaggle15
+
+    base = DERIVABLE[dataset]
+    base_manifest = _read_record(folder / "manifest.json")
+    with tqdm(
+        total=None, unit="img", desc=f"derive {dataset}", disable=None, file=sys.stderr
+    ) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        splits = derive_kaggle15(folder, staging, progress=progress)
+    return {
+        "derived_from": {
+            "dataset": base,
+            "source": base_manifest.get("source"),
+            "csvs": base_manifest.get("csvs"),
+        },
+        "derived_rows": splits,
+    }
+
+
+# Share of Kaggle's fully labelled training rows held out as the test split where the source's
+# own test.csv carries no labels (as the competition's does).
+HELD_OUT_SHARE = 0.15
+
+
+def _hold_out_unlabelled_test(staging: Path) -> dict[str, Any] | None:
+    """Replaces an unlabelled Kaggle ``test.csv`` by labelled rows held out of ``training.csv``.
+
+    Kaggle's competition ``test.csv`` has only ``ImageId`` and ``Image``: nothing to score on.
+    Rows with all 15 points are held out by a hash of their pixels (deterministic, independent
+    of row order); every other row stays in ``training.csv``.
+    """
+    import csv
+    import hashlib
+
+    from facekeys.csvfile import MAX_FIELD_CHARS
+
+    test, training = staging / "test.csv", staging / "training.csv"
+    with open(test, encoding="utf-8-sig", newline="") as handle:
+        header = next(csv.reader(handle), [])
+    names = [name.strip() for name in header]
+    if "Image" not in names or any(name.endswith("_x") for name in names):
+        return None  # labelled, or not Kaggle's layout at all: validation judges it
+    csv.field_size_limit(MAX_FIELD_CHARS)
+    kept = held = 0
+    with (
+        open(training, encoding="utf-8-sig", newline="") as source,
+        open(staging / ".training.csv", "w", encoding="utf-8", newline="") as train_out,
+        open(staging / ".test.csv", "w", encoding="utf-8", newline="") as test_out,
+    ):
+        rows = csv.reader(source)
+        train_header = next(rows, [])
+        writers = csv.writer(train_out), csv.writer(test_out)
+        for writer in writers:
+            writer.writerow(train_header)
+        for row in rows:
+            full = len(row) == len(train_header) and all(v.strip() for v in row)
+            digest = hashlib.sha256(row[-1].encode() if row else b"").digest()
+            if full and int.from_bytes(digest[:8], "big") / 2**64 < HELD_OUT_SHARE:
+                writers[1].writerow(row)
+                held += 1
+            else:
+                writers[0].writerow(row)
+                kept += 1
+    os.replace(staging / ".training.csv", training)
+    os.replace(staging / ".test.csv", test)
+    return {
+        "reason": "the source's test.csv has no keypoints (Kaggle's competition test set)",
+        "share_of_full_rows": HELD_OUT_SHARE,
+        "test_rows": held,
+        "training_rows": kept,
+    }

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from facekeys.errors import FacekeysError
-from facekeys.fetch import resolve_source, source_fingerprint
+from facekeys.fetch import FetchSettings, plan_fingerprint, plan_source
 
 #: Event the data check emits when a data source changed since its last fetch.
 DATA_CHANGED_EVENT = "facekeys.data.changed"
@@ -330,13 +330,12 @@ def check_sources(
         FacekeysError: a source is unreachable or missing (one line naming it).
     """
     checks = []
-    sources = (params.get("fetch") or {}).get("sources") or {}
+    fetch = params.get("fetch") or {}
+    settings = FetchSettings.from_params(fetch)
     for dataset in params.get("datasets") or []:
-        configured = sources.get(dataset)
-        if not configured:
-            raise FacekeysError(f"params.yaml: fetch.sources.{dataset} is not set")
-        source, _ = resolve_source(dataset, configured)
-        current = source_fingerprint(source, timeout_s)
+        plan = plan_source(dataset, fetch.get("sources") or {}, settings)
+        source = plan.source
+        current = plan_fingerprint(plan, timeout_s)
         record_path = Path(root) / "data" / "raw" / f"{dataset}.source.json"
         if not record_path.is_file():
             checks.append(SourceCheck(dataset, source, True, "never fetched", current))

@@ -448,6 +448,8 @@ def train(
         "heatmap_stride": settings.heatmap_stride,
         "stem_block": settings.stem_block,
         "format": meta["format"],
+        # Which data it learnt from (e.g. derived:youtube-faces-68 instead of Kaggle's own).
+        "data_source": meta.get("data_source"),
         "input": {
             "size": size,
             "channels": channels,

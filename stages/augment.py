@@ -3,12 +3,13 @@ meta.json and preview.png; with augment.refine.<dataset> set, the same under ref
 around the labelled keypoints. The first network's crop policy also records how its framing lies
 around Haar face boxes (augment.detector), for photos."""
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from facekeys.augment import AugmentSettings, augment_dataset
-from facekeys.datasets import DATASETS
+from facekeys.datasets import DATASETS, describe_source
 from facekeys.detect import DetectorSettings
 from facekeys.stagekit import dataset_arg, run_stage
 
@@ -24,6 +25,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     section = params.get("augment", {})
     out_dir = Path("data/augmented") / dataset
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    source = describe_source(json.loads((raw / "manifest.json").read_text(encoding="utf-8")))
     augment_dataset(
         layout.format,
         splits,
@@ -32,11 +34,14 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         log=log,
         # Calibrates photo face detection against the first network's framing (model card).
         detector=DetectorSettings.from_params(section.get("detector")),
+        data_source=source,
     )
     refine = AugmentSettings.refine_from_params(section, dataset)
     if refine is not None:
         # Crops around the labelled keypoints for the refinement model (see facekeys.predict).
-        augment_dataset(layout.format, splits, out_dir / "refine", refine, log=log)
+        augment_dataset(
+            layout.format, splits, out_dir / "refine", refine, log=log, data_source=source
+        )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 (and models/<dataset>/refine/ where the data set has refinement data), metrics/<dataset>/
 train.json and train_history.csv, one MLflow run."""
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -44,8 +45,11 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     local = uri.startswith("sqlite:")
     arrays = [Path(n) for n in ("train.npz", "val.npz")]
     arrays += [Path("refine") / n for n in arrays] if has_refine else []
+    data_source = json.loads((data_dir / "meta.json").read_text()).get("data_source") or {}
     tags = {
         "dataset": dataset,
+        "data.source": str(data_source.get("source")),
+        "data.source_origin": str(data_source.get("origin")),
         **git_state("."),
         **dvc_lock_hashes(".", f"augment@{dataset}"),
         **{f"data.sha256.{n}": sha256_file(data_dir / n) for n in arrays},

@@ -24,6 +24,10 @@ def face_points_68(width: int = 100, height: int = 100) -> np.ndarray:
     """A plausible 68-point layout in a width x height image (subject's right eye on the left)."""
     rng = np.random.default_rng(0)
     pts = np.column_stack([rng.uniform(0.2, 0.8, 68) * width, rng.uniform(0.2, 0.8, 68) * height])
+    # Eyes on their sides (subject's right on the image's left), so that eye centres taken as
+    # means of the six eye points (the Kaggle layout derived from this) are not mirrored.
+    pts[36:42, 0] = rng.uniform(0.25, 0.4, 6) * width
+    pts[42:48, 0] = rng.uniform(0.6, 0.75, 6) * width
     pts[36] = (0.3 * width, 0.4 * height)
     pts[45] = (0.7 * width, 0.4 * height)
     return pts.round(2)

@@ -123,18 +123,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def orchestrate(
-    cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+def _python_module(
+    module: str, cwd: Path, args: tuple[str, ...], env: dict[str, str] | None, timeout: float
 ) -> subprocess.CompletedProcess:
-    """Runs ``scripts/orchestrate``'s command (``python -m facekeys.services``) in ``cwd``."""
     return subprocess.run(
-        [sys.executable, "-m", "facekeys.services", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def orchestrate(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Runs ``scripts/orchestrate``'s command (``python -m facekeys.services``) in ``cwd``."""
+    return _python_module("facekeys.services", cwd, args, env, timeout)
 
 
 def exported(stdout: str) -> dict[str, str]:
@@ -145,3 +151,8 @@ def exported(stdout: str) -> dict[str, str]:
             key, _, value = line.removeprefix("export ").partition("=")
             found[key] = value
     return found
+
+
+def dvc(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Runs ``dvc ARGS`` in ``work`` with this interpreter's DVC."""
+    return _python_module("dvc", work, args, env, 600)

@@ -1,0 +1,205 @@
+"""The Kaggle 15-point layout derived from the 68-point set, for users without Kaggle access.
+
+Each labelled 68-point image becomes one Kaggle-layout row: a square crop around its points
+(the points' larger extent plus 25 %, centred on their box), resized to 96x96 gray, and the 15
+Kaggle points mapped from the 68 (eye centres: the mean of the six points of each eye). As in
+Kaggle's own set, a fixed share of the training rows keeps only the 4 points every Kaggle row
+has; which rows is decided by a hash of the image name, so the result is deterministic and does
+not depend on row order. Test rows keep all 15 points.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facekeys.atomic import atomic_file
+from facekeys.csvfile import read_records
+from facekeys.datasets import DATASETS
+from facekeys.errors import DataUnusableError, FacekeysError
+from facekeys.images import ImageLimits, ImageProblem, load_image, to_model_color
+from facekeys.schemes import KAGGLE_IMAGE_SIDE, KAGGLE_POINTS, KAGGLE_REQUIRED
+
+DERIVED_PREFIX = "derived:"
+# The only pairing this module knows: Kaggle's 15-point layout from the 68-point set.
+DERIVABLE = {"kaggle-15": "youtube-faces-68"}
+CROP_MARGIN = 0.25  # added to the points' larger extent, half on each side
+PARTIAL_SHARE = 0.6  # training rows that keep only KAGGLE_REQUIRED, as most Kaggle rows do
+SKIPPED_CSV = "derived_skipped.csv"
+
+# Kaggle's "left"/"right" are the subject's; in iBUG 68 order the subject's right eye (36-41)
+# lies on the image's left.
+_FROM_68: dict[str, tuple[int, ...]] = {
+    "left_eye_center": (42, 43, 44, 45, 46, 47),
+    "right_eye_center": (36, 37, 38, 39, 40, 41),
+    "left_eye_inner_corner": (42,),
+    "left_eye_outer_corner": (45,),
+    "right_eye_inner_corner": (39,),
+    "right_eye_outer_corner": (36,),
+    "left_eyebrow_inner_end": (22,),
+    "left_eyebrow_outer_end": (26,),
+    "right_eyebrow_inner_end": (21,),
+    "right_eyebrow_outer_end": (17,),
+    "nose_tip": (30,),
+    "mouth_left_corner": (54,),
+    "mouth_right_corner": (48,),
+    "mouth_center_top_lip": (51,),
+    "mouth_center_bottom_lip": (57,),
+}
+_REQUIRED = [KAGGLE_POINTS.index(p) for p in KAGGLE_REQUIRED]
+
+
+def parse_derived(source: str) -> str | None:
+    """The data set a ``derived:<dataset>`` source names, or None for any other source."""
+    return source[len(DERIVED_PREFIX) :] if source.startswith(DERIVED_PREFIX) else None
+
+
+def kaggle_points(points68: np.ndarray) -> np.ndarray:
+    """The 15 Kaggle points ``(15, 2)``, in Kaggle's column order, from 68 points ``(68, 2)``."""
+    return np.stack([points68[list(_FROM_68[name])].mean(axis=0) for name in KAGGLE_POINTS])
+
+
+def crop_square(points68: np.ndarray) -> tuple[float, float, float]:
+    """The crop around a face's points: left, top and side length, in image pixels."""
+    low, high = points68.min(axis=0), points68.max(axis=0)
+    side = float((high - low).max()) * (1 + CROP_MARGIN)
+    centre = (low + high) / 2
+    return float(centre[0] - side / 2), float(centre[1] - side / 2), side
+
+
+def kaggle_row(image: np.ndarray, points68: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One Kaggle-layout sample: the 96x96 gray crop (uint8) and its 15 points in crop pixels."""
+    import cv2
+
+    left, top, side = crop_square(points68)
+    if side <= 0:
+        raise ValueError("all 68 points coincide")
+    scale = KAGGLE_IMAGE_SIDE / side
+    warp = np.array([[scale, 0.0, -left * scale], [0.0, scale, -top * scale]])
+    gray = to_model_color(image, "gray")
+    crop = cv2.warpAffine(
+        gray,
+        warp,
+        (KAGGLE_IMAGE_SIDE, KAGGLE_IMAGE_SIDE),
+        flags=cv2.INTER_LINEAR,
+        # Edge pixels repeated where the crop leaves the image, as in the published derivation.
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return crop, (kaggle_points(points68) - [left, top]) * scale
+
+
+def keeps_only_required(name: str) -> float:
+    """A stable number in [0, 1) per image name: rows below ``PARTIAL_SHARE`` lose 11 points."""
+    digest = hashlib.sha256(f"facekeys-derive\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass(frozen=True)
+class DerivedSplit:
+    """What deriving one split produced: rows written, of them partial, and rows skipped."""
+
+    rows: int
+    partial: int
+    skipped: int
+
+
+def derive_kaggle15(
+    source68: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    limits: ImageLimits | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Writes ``training.csv`` and ``test.csv`` in Kaggle's layout from a fetched 68-point set.
+
+    Args:
+        source68: A folder in the ``youtube-faces-68`` layout (``data/raw/youtube-faces-68``).
+        out: Folder to write into (the fetch's staging folder).
+        limits: Caps applied before each image is decoded.
+        progress: Called with (images done, images in all) after each image.
+
+    Returns:
+        Per split: rows written, of them partial, rows skipped. A row whose image or points
+        cannot be used is not silently dropped: it is listed with its reason in
+        ``derived_skipped.csv`` (split, line, image, reason).
+
+    Raises:
+        FacekeysError: the 68-point CSVs are missing or unreadable, or no row could be derived.
+    """
+    import cv2  # noqa: F401  (fail early, before any file is written, if OpenCV is missing)
+
+    layout = DATASETS[DERIVABLE["kaggle-15"]]
+    source68, out = Path(source68), Path(out)
+    header = [*(f"{p}_{axis}" for p in KAGGLE_POINTS for axis in ("x", "y")), "Image"]
+    skipped: list[list[str]] = []
+    result: dict[str, Any] = {}
+    splits = []
+    for split_name, split in layout.splits.items():
+        try:
+            records = read_records(source68 / split.csv)
+        except DataUnusableError as exc:
+            raise FacekeysError(f"derived source: the 68-point data is unusable: {exc}") from None
+        splits.append((split_name, split, records))
+    total = sum(len(records.rows) for _, _, records in splits)
+    done = 0
+    target = dict(zip(layout.splits, DATASETS["kaggle-15"].csvs, strict=True))
+    for split_name, split, records in splits:
+        written = partial = 0
+        skipped_before = len(skipped)
+        with atomic_file(out / target[split_name], newline="") as handle:
+            handle.write(",".join(header) + "\n")
+            for fields, line in zip(records.rows, records.lines, strict=True):
+                done += 1
+                name = fields[0].strip() if fields else ""
+                try:
+                    points68 = _points(fields)
+                    image = load_image(source68 / str(split.images), name, limits)
+                    crop, points = kaggle_row(image, points68)
+                except (ImageProblem, ValueError) as problem:
+                    skipped.append([split_name, str(line), name, str(problem)])
+                    continue
+                finally:
+                    if progress:
+                        progress(done, total)
+                values = [f"{v:.6f}" for v in points.reshape(-1)]
+                if split_name == "training" and keeps_only_required(name) < PARTIAL_SHARE:
+                    values = [v if i // 2 in _REQUIRED else "" for i, v in enumerate(values)]
+                    partial += 1
+                pixels = " ".join(map(str, crop.reshape(-1).tolist()))
+                handle.write(",".join(values) + "," + pixels + "\n")
+                written += 1
+        result[split_name] = vars(DerivedSplit(written, partial, len(skipped) - skipped_before))
+        if written == 0:
+            raise FacekeysError(
+                f"derived source: no usable row in {source68 / split.csv} "
+                f"(first problem: {skipped[-1][3] if skipped else 'none'})"
+            )
+    if skipped:
+        with atomic_file(out / SKIPPED_CSV, newline="") as handle:
+            handle.write("split,line,image,reason\n")
+            for row in skipped:
+                handle.write(",".join(_csv_field(v) for v in row) + "\n")
+    return result
+
+
+def _points(fields: list[str]) -> np.ndarray:
+    if len(fields) != 137:
+        raise ValueError(f"expected an image name and 136 coordinates, got {len(fields)} fields")
+    try:
+        values = np.array([float(v) for v in fields[1:]], dtype=np.float64)
+    except ValueError:
+        raise ValueError("a coordinate is not a number") from None
+    if not np.isfinite(values).all():
+        raise ValueError("a coordinate is not finite")
+    return values.reshape(68, 2)
+
+
+def _csv_field(value: str) -> str:
+    if any(c in value for c in ',"\n\r'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
