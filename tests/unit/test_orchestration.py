@@ -333,3 +333,27 @@ def test_a_bad_cron_stops_start_before_anything_starts(tmp_path):
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("orchestrate: error: params.yaml: orchestrate.nightly cron")
     assert "Invalid cron string" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_derived_source_changes_when_the_set_it_is_made_from_changes(tmp_path, monkeypatch):
+    from facekeys.fetch import FetchSettings, fetch_planned, plan_source
+    from tests.unit.test_derive import make_68_set
+
+    for name in ("FACEKEYS_SOURCE_YOUTUBE_FACES_68", "FACEKEYS_SOURCE_KAGGLE_15"):
+        monkeypatch.delenv(name, raising=False)
+    folder = make_68_set(tmp_path / "yt", train=4, test=2)
+    sources = {"youtube-faces-68": str(folder), "kaggle-15": "derived:youtube-faces-68"}
+    params = {"datasets": ["youtube-faces-68", "kaggle-15"], "fetch": {"sources": sources}}
+    raw = tmp_path / "work" / "data" / "raw"
+    for dataset in params["datasets"]:
+        plan = plan_source(dataset, sources, FetchSettings())
+        fetch_planned(plan, raw / dataset, FetchSettings(), raw, raw / f"{dataset}.source.json")
+    assert [c.changed for c in orch.check_sources(tmp_path / "work", params)] == [False, False]
+    image = next((folder / "test").iterdir())
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    checks = orch.check_sources(tmp_path / "work", params)
+    assert [(c.dataset, c.changed) for c in checks] == [
+        ("youtube-faces-68", True),
+        ("kaggle-15", True),
+    ]
+    assert checks[1].source == "derived:youtube-faces-68"
