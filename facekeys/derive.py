@@ -24,7 +24,12 @@ from facekeys.csvfile import read_records
 from facekeys.datasets import DATASETS
 from facekeys.errors import DataUnusableError, FacekeysError
 from facekeys.images import ImageLimits, ImageProblem, load_image, to_model_color
-from facekeys.schemes import KAGGLE_IMAGE_SIDE, KAGGLE_POINTS, KAGGLE_REQUIRED
+from facekeys.schemes import (
+    KAGGLE_IMAGE_SIDE,
+    KAGGLE_POINTS,
+    KAGGLE_REQUIRED,
+    youtube68_header_variants,
+)
 
 DERIVED_PREFIX = "derived:"
 # The only pairing this module knows: Kaggle's 15-point layout from the 68-point set.
@@ -32,6 +37,8 @@ DERIVABLE = {"kaggle-15": "youtube-faces-68"}
 CROP_MARGIN = 0.25  # added to the points' larger extent, half on each side
 PARTIAL_SHARE = 0.6  # training rows that keep only KAGGLE_REQUIRED, as most Kaggle rows do
 SKIPPED_CSV = "derived_skipped.csv"
+OUT_OF_FRAME = 0.15  # as validate.out_of_frame_tolerance: points may be cut off by this much
+MIN_EXTENT_PX = 2.0  # as validate.min_shape_extent_px
 
 # Kaggle's "left"/"right" are the subject's; in iBUG 68 order the subject's right eye (36-41)
 # lies on the image's left.
@@ -74,12 +81,21 @@ def crop_square(points68: np.ndarray) -> tuple[float, float, float]:
 
 
 def kaggle_row(image: np.ndarray, points68: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One Kaggle-layout sample: the 96x96 gray crop (uint8) and its 15 points in crop pixels."""
+    """One Kaggle-layout sample: the 96x96 gray crop (uint8) and its 15 points in crop pixels.
+
+    Raises:
+        ValueError: points far outside the image (more than ``OUT_OF_FRAME`` of its larger side,
+            the validation's default) or spanning under ``MIN_EXTENT_PX``: no face to crop.
+    """
     import cv2
 
+    height, width = image.shape[:2]
+    margin = OUT_OF_FRAME * max(height, width)
+    if (points68 < -margin).any() or (points68 > np.array([width, height]) + margin).any():
+        raise ValueError(f"points lie far outside the {width}x{height} image")
     left, top, side = crop_square(points68)
-    if side <= 0:
-        raise ValueError("all 68 points coincide")
+    if side < MIN_EXTENT_PX * (1 + CROP_MARGIN):
+        raise ValueError(f"the 68 points span under {MIN_EXTENT_PX:g} px")
     scale = KAGGLE_IMAGE_SIDE / side
     warp = np.array([[scale, 0.0, -left * scale], [0.0, scale, -top * scale]])
     gray = to_model_color(image, "gray")
@@ -144,6 +160,12 @@ def derive_kaggle15(
             records = read_records(source68 / split.csv)
         except DataUnusableError as exc:
             raise FacekeysError(f"derived source: the 68-point data is unusable: {exc}") from None
+        coordinates = [name.strip() for name in records.header[1:]]
+        if coordinates not in youtube68_header_variants():
+            raise FacekeysError(
+                f"derived source: {source68 / split.csv}: not the 68-point layout (expected an "
+                "image name column and 136 coordinates headed 0..135 or x0,y0,...,x67,y67)"
+            )
         splits.append((split_name, split, records))
     total = sum(len(records.rows) for _, _, records in splits)
     done = 0

@@ -14,6 +14,7 @@ import stat
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from facekeys.derive import DERIVABLE, DERIVED_PREFIX, parse_derived
 from facekeys.errors import FacekeysError
 from facekeys.kaggle import (
     KaggleCredentials,
+    check_secure,
     find_credentials,
     is_competition_download,
     kaggle_json_path,
@@ -156,8 +158,8 @@ def plan_source(
             note = (
                 f"{dataset}: no Kaggle credentials found, so it is derived from {derived} "
                 "(the same faces in Kaggle's layout, not Kaggle's photos); for the competition's "
-                f"data set KAGGLE_USERNAME and KAGGLE_KEY or write {kaggle_json_path(environ)}, "
-                f"then run `dvc repro -f fetch@{dataset}`"
+                f"own data, set KAGGLE_USERNAME and KAGGLE_KEY or write "
+                f"{kaggle_json_path(environ)}, then run `scripts/pipeline -f fetch@{dataset}`"
             )
             base = plan_source(derived, sources, settings, environ)
             return SourcePlan(
@@ -167,6 +169,8 @@ def plan_source(
                 base=base,
                 note=note,
             )
+        if credentials is not None:
+            check_secure(source, setting_name(dataset, origin))
         return SourcePlan(dataset, source, origin, credentials=credentials)
     return SourcePlan(dataset, source, origin)
 
@@ -215,7 +219,7 @@ def _base_folder(
         current is not None
         and (fetched / "manifest.json").is_file()
         and record.get("source") == base.source
-        and record.get("fingerprint") == current
+        and fingerprints_differ(record.get("fingerprint"), current) is False
     ):
         yield fetched, current
         return
@@ -237,6 +241,31 @@ def plan_fingerprint(plan: SourcePlan, timeout_s: float = 10.0) -> dict[str, Any
     if plan.base is not None:
         return _derived_fingerprint(plan.base, plan_fingerprint(plan.base, timeout_s))
     return source_fingerprint(plan.source, timeout_s, plan.credentials)
+
+
+def fingerprints_differ(recorded: dict[str, Any] | None, current: dict[str, Any]) -> bool | None:
+    """Whether two fingerprints (``source_fingerprint``, ``plan_fingerprint``) say the source
+    changed; None when they cannot tell (a URL answer without ``ETag``, ``Last-Modified`` or
+    length). A derived source compares its base's fingerprints by the same rules."""
+    if not recorded:
+        return None
+    if recorded.get("kind") != current.get("kind"):
+        return True
+    if current.get("kind") == "derived":
+        if (recorded.get("from"), recorded.get("source")) != (
+            current.get("from"),
+            current.get("source"),
+        ):
+            return True
+        return fingerprints_differ(recorded.get("base"), current.get("base") or {})
+    if current.get("kind") != "url":
+        return recorded != current
+    keys = [
+        k for k in ("etag", "last_modified", "content_length") if k in recorded and k in current
+    ]
+    if not keys:
+        return None
+    return any(recorded[k] != current[k] for k in keys)
 
 
 def _derived_fingerprint(base: SourcePlan, fingerprint: dict[str, Any]) -> dict[str, Any]:
@@ -301,7 +330,9 @@ def fetch_dataset(
             extra = _derive(dataset, Path(derived_input), staging)
         elif source.startswith(("http://", "https://")):
             download = staging / ".download.zip"
-            headers = _download(source, download, settings, credentials)
+            headers = _download(
+                source, download, settings, credentials, setting_name(dataset, source_origin)
+            )
             fingerprint = _url_fingerprint(headers)
             _from_zip(download, layout, staging, settings, label=source)
             download.unlink()
@@ -392,6 +423,8 @@ def source_fingerprint(
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 return _url_fingerprint(response.headers)
         except urllib.error.HTTPError as exc:
+            if credentials is not None and exc.url == source:
+                raise FacekeysError(refusal_message(source, exc.code, credentials)) from None
             raise FacekeysError(f"{source}: HEAD refused: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -436,7 +469,11 @@ def _local_fingerprint(path: Path) -> dict[str, Any]:
 
 
 def _download(
-    url: str, dest: Path, settings: FetchSettings, credentials: KaggleCredentials | None = None
+    url: str,
+    dest: Path,
+    settings: FetchSettings,
+    credentials: KaggleCredentials | None = None,
+    setting: str = "fetch.sources",
 ) -> Any:
     """Streams ``url`` into ``dest``; returns the response headers."""
     from tqdm import tqdm
@@ -449,8 +486,13 @@ def _download(
     try:
         response = urllib.request.urlopen(request, timeout=settings.timeout_s)
     except urllib.error.HTTPError as exc:
-        if kaggle:
-            raise FacekeysError(refusal_message(url, exc.code, credentials)) from None
+        if kaggle and exc.url == url:
+            raise FacekeysError(refusal_message(url, exc.code, credentials, setting)) from None
+        if exc.url != url:  # refused by where Kaggle (or another server) redirected to
+            host = urllib.parse.urlsplit(exc.url).hostname
+            raise FacekeysError(
+                f"{url}: download refused by {host} after a redirect: HTTP {exc.code} {exc.reason}"
+            ) from None
         hint = (
             " (the source needs credentials: download it yourself and point the "
             "FACEKEYS_SOURCE_<DATASET> variable at the file)"
@@ -690,7 +732,8 @@ def _hold_out_unlabelled_test(staging: Path) -> dict[str, Any] | None:
 
     Kaggle's competition ``test.csv`` has only ``ImageId`` and ``Image``: nothing to score on.
     Rows with all 15 points are held out by a hash of their pixels (deterministic, independent
-    of row order); every other row stays in ``training.csv``.
+    of row order); every other row stays in ``training.csv``, malformed ones included, for
+    validation to quarantine with a reason.
     """
     import csv
     import hashlib
@@ -698,36 +741,45 @@ def _hold_out_unlabelled_test(staging: Path) -> dict[str, Any] | None:
     from facekeys.csvfile import MAX_FIELD_CHARS
 
     test, training = staging / "test.csv", staging / "training.csv"
-    with open(test, encoding="utf-8-sig", newline="") as handle:
-        header = next(csv.reader(handle), [])
-    names = [name.strip() for name in header]
-    if "Image" not in names or any(name.endswith("_x") for name in names):
-        return None  # labelled, or not Kaggle's layout at all: validation judges it
     csv.field_size_limit(MAX_FIELD_CHARS)
-    kept = held = 0
-    with (
-        open(training, encoding="utf-8-sig", newline="") as source,
-        open(staging / ".training.csv", "w", encoding="utf-8", newline="") as train_out,
-        open(staging / ".test.csv", "w", encoding="utf-8", newline="") as test_out,
-    ):
-        rows = csv.reader(source)
-        train_header = next(rows, [])
-        writers = csv.writer(train_out), csv.writer(test_out)
-        for writer in writers:
-            writer.writerow(train_header)
-        for row in rows:
-            full = len(row) == len(train_header) and all(v.strip() for v in row)
-            digest = hashlib.sha256(row[-1].encode() if row else b"").digest()
-            if full and int.from_bytes(digest[:8], "big") / 2**64 < HELD_OUT_SHARE:
-                writers[1].writerow(row)
-                held += 1
-            else:
-                writers[0].writerow(row)
-                kept += 1
+    try:
+        with open(test, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            names = [name.strip() for name in header]
+            if "Image" not in names or any(name.endswith("_x") for name in names):
+                return None  # labelled, or not Kaggle's layout at all: validation judges it
+            unlabelled = sum(1 for row in reader if row)
+        kept = held = 0
+        with (
+            open(training, encoding="utf-8-sig", newline="") as source,
+            open(staging / ".training.csv", "w", encoding="utf-8", newline="") as train_out,
+            open(staging / ".test.csv", "w", encoding="utf-8", newline="") as test_out,
+        ):
+            rows = csv.reader(source)
+            train_header = next(rows, [])
+            writers = csv.writer(train_out), csv.writer(test_out)
+            for writer in writers:
+                writer.writerow(train_header)
+            for row in rows:
+                if not row:
+                    continue  # a blank line is no record (validation counts it the same way)
+                full = len(row) == len(train_header) and all(v.strip() for v in row)
+                digest = hashlib.sha256(row[-1].encode()).digest()
+                if full and int.from_bytes(digest[:8], "big") / 2**64 < HELD_OUT_SHARE:
+                    writers[1].writerow(row)
+                    held += 1
+                else:
+                    writers[0].writerow(row)
+                    kept += 1
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        where = getattr(exc, "filename", None) or f"{training.name} or {test.name}"
+        raise FacekeysError(f"{where}: cannot split off a labelled test set: {exc}") from None
     os.replace(staging / ".training.csv", training)
     os.replace(staging / ".test.csv", test)
     return {
         "reason": "the source's test.csv has no keypoints (Kaggle's competition test set)",
+        "unlabelled_test_rows_dropped": unlabelled,
         "share_of_full_rows": HELD_OUT_SHARE,
         "test_rows": held,
         "training_rows": kept,

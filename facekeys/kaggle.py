@@ -63,16 +63,20 @@ def find_credentials(environ: dict[str, str] | None = None) -> KaggleCredentials
             users, unreadable, not JSON, or lacks a non-empty ``username`` and ``key``.
     """
     environ = os.environ if environ is None else environ
-    username, key = environ.get("KAGGLE_USERNAME", ""), environ.get("KAGGLE_KEY", "")
+    username = environ.get("KAGGLE_USERNAME", "").strip()
+    key = environ.get("KAGGLE_KEY", "").strip()
     if username and key:
-        return KaggleCredentials(username.strip(), key.strip(), "environment")
+        return KaggleCredentials(username, key, "environment")
     if username or key:
         missing = "KAGGLE_KEY" if username else "KAGGLE_USERNAME"
         present = "KAGGLE_USERNAME" if username else "KAGGLE_KEY"
         raise FacekeysError(f"Kaggle credentials: {present} is set but {missing} is not")
     path = kaggle_json_path(environ)
-    if not path.exists():
-        return None
+    try:
+        if not path.exists():
+            return None
+    except OSError as exc:
+        raise FacekeysError(f"{path}: cannot be read ({exc.strerror})") from None
     return _read_kaggle_json(path)
 
 
@@ -111,12 +115,24 @@ def is_competition_download(url: str, hosts: tuple[str, ...]) -> bool:
     return (parts.hostname or "") in hosts and parts.path.startswith(_DOWNLOAD_PATH)
 
 
+def check_secure(url: str, setting: str) -> None:
+    """Refuses to send credentials in clear text: https only (plain http to this machine only,
+    for a local mirror or a test server)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise FacekeysError(
+            f"{setting}: {url} would send the Kaggle credentials unencrypted; use https://"
+        )
+
+
 def competition_name(url: str) -> str:
     """The competition's name: the last part of its download URL's path."""
     return urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
 
 
-def refusal_message(url: str, code: int, credentials: KaggleCredentials | None) -> str:
+def refusal_message(
+    url: str, code: int, credentials: KaggleCredentials | None, setting: str = "fetch.sources"
+) -> str:
     """One line explaining an HTTP 401/403/404 from Kaggle's download endpoint."""
     name = competition_name(url)
     who = (
@@ -140,8 +156,5 @@ def refusal_message(url: str, code: int, credentials: KaggleCredentials | None) 
             f"for this account; accept them at https://www.kaggle.com/competitions/{name}/rules"
         )
     if code == 404:
-        return (
-            f"{url}: Kaggle has no competition {name!r} (HTTP 404); check fetch.sources "
-            "in params.yaml"
-        )
+        return f"{url}: Kaggle has no competition {name!r} (HTTP 404); check {setting}"
     return f"{url}: Kaggle refused the download: HTTP {code}"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from facekeys.errors import FacekeysError
-from facekeys.fetch import FetchSettings, plan_fingerprint, plan_source
+from facekeys.fetch import FetchSettings, fingerprints_differ, plan_fingerprint, plan_source
 
 #: Event the data check emits when a data source changed since its last fetch.
 DATA_CHANGED_EVENT = "facekeys.data.changed"
@@ -300,23 +300,6 @@ class SourceCheck:
     changed: bool | None  # None: cannot tell (a URL without validators, an old manifest)
     reason: str
     fingerprint: dict[str, Any] = field(default_factory=dict)
-
-
-def fingerprints_differ(recorded: dict[str, Any] | None, current: dict[str, Any]) -> bool | None:
-    """Whether two fingerprints (``facekeys.fetch.source_fingerprint``) say the source changed;
-    None when they cannot tell (a URL answer without ``ETag``, ``Last-Modified`` or length)."""
-    if not recorded:
-        return None
-    if recorded.get("kind") != current.get("kind"):
-        return True
-    if current.get("kind") != "url":
-        return recorded != current
-    keys = [
-        k for k in ("etag", "last_modified", "content_length") if k in recorded and k in current
-    ]
-    if not keys:
-        return None
-    return any(recorded[k] != current[k] for k in keys)
 
 
 def check_sources(

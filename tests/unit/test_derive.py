@@ -161,16 +161,29 @@ def test_unusable_rows_are_listed_with_their_reason_not_dropped(tmp_path):
     header, rows = read_rows(csv_path)
     (source / "training" / rows[1][0]).write_bytes(b"not an image")
     rows[2][5] = "abc"
+    rows[3][1] = "1e308"  # one point far outside: no face to crop
     write_csv(csv_path, header, rows)
     manifest = derive(tmp_path, source)
-    assert manifest["derived_rows"]["training"]["rows"] == 4
-    assert manifest["derived_rows"]["training"]["skipped"] == 2
+    assert manifest["derived_rows"]["training"]["rows"] == 3
+    assert manifest["derived_rows"]["training"]["skipped"] == 3
     _, skipped = read_rows(tmp_path / "raw" / "kaggle-15" / SKIPPED_CSV)
     assert [(s[0], s[1], s[2]) for s in skipped] == [
         ("training", "3", rows[1][0]),
         ("training", "4", rows[2][0]),
+        ("training", "5", rows[3][0]),
     ]
     assert "image_unsupported_format" in skipped[0][3] and "not a number" in skipped[1][3]
+    assert "far outside" in skipped[2][3]
+
+
+def test_a_68_point_csv_of_another_layout_is_refused_in_one_line(tmp_path):
+    source = make_68_set(tmp_path / "yt", train=2, test=2)
+    csv_path = source / "test_frames_keypoints.csv"
+    _, rows = read_rows(csv_path)
+    write_csv(csv_path, ["name", *(f"c{i}" for i in range(136))], rows)
+    with pytest.raises(FacekeysError, match=r"test_frames_keypoints.csv: not the 68-point layout"):
+        derive(tmp_path, source)
+    assert not (tmp_path / "raw" / "kaggle-15").exists()
 
 
 def test_a_missing_68_point_source_names_its_setting_and_writes_nothing(tmp_path):

@@ -59,11 +59,15 @@ class FakeKaggle(http.server.BaseHTTPRequestHandler):
     """Kaggle's answers: 401 without or with wrong credentials, 403 without accepted rules."""
 
     payload = b""
+    expired = False
     seen: ClassVar[list[tuple[str, str | None]]] = []
 
     def do_GET(self) -> None:
         auth = self.headers.get("Authorization")
         self.seen.append((self.path, auth))
+        if self.path == "/storage/download.zip" and self.expired:
+            self.send_error(403)  # a signed storage URL that expired
+            return
         if self.path == "/storage/download.zip":
             self.send_response(200)
             self.send_header("Content-Length", str(len(self.payload)))
@@ -143,12 +147,20 @@ def test_a_bad_kaggle_json_is_refused_in_one_line_naming_it(tmp_path, content, m
     with pytest.raises(FacekeysError, match=message) as caught:
         find_credentials({"KAGGLE_CONFIG_DIR": str(tmp_path)})
     assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
-    assert '"b"' not in str(caught.value)
 
 
 def test_half_set_environment_variables_are_refused():
     with pytest.raises(FacekeysError, match="KAGGLE_USERNAME is set but KAGGLE_KEY is not"):
         find_credentials({"KAGGLE_USERNAME": USER})
+    with pytest.raises(FacekeysError, match="KAGGLE_KEY is set but KAGGLE_USERNAME is not"):
+        find_credentials({"KAGGLE_USERNAME": "  ", "KAGGLE_KEY": KEY})
+
+
+def test_credentials_are_never_sent_in_clear_text():
+    env = {"KAGGLE_USERNAME": USER, "KAGGLE_KEY": KEY}
+    url = "http://www.kaggle.com" + COMPETITION
+    with pytest.raises(FacekeysError, match=r"^fetch.sources.kaggle-15 in params.yaml: .*https"):
+        plan_source("kaggle-15", {"kaggle-15": url}, FetchSettings(), env)
 
 
 @pytest.mark.parametrize("where", ["environment", "kaggle.json"])
@@ -174,6 +186,7 @@ def test_credentials_reach_kaggle_as_basic_auth_and_nowhere_else(tmp_path, capfd
     # The competition's test.csv has no keypoints: labelled rows are held out of training.
     held = manifest["test_held_out"]
     assert held["test_rows"] > 0 and held["test_rows"] + held["training_rows"] == 40
+    assert held["unlabelled_test_rows_dropped"] == 2
     test_csv = (tmp_path / "raw" / "kaggle-15" / "test.csv").read_text().splitlines()
     assert test_csv[0].split(",") == KAGGLE_HEADER and len(test_csv) == held["test_rows"] + 1
     assert all(",," not in line for line in test_csv), "a held-out test row misses points"
@@ -186,12 +199,29 @@ def test_credentials_reach_kaggle_as_basic_auth_and_nowhere_else(tmp_path, capfd
 
 def test_other_hosts_never_get_the_credentials(tmp_path):
     env = {"KAGGLE_USERNAME": USER, "KAGGLE_KEY": KEY}
+    creds = KaggleCredentials(USER, KEY, "environment")
     with fake_kaggle(competition_zip()) as (base, seen):
         plan = plan_source("kaggle-15", {"kaggle-15": base + COMPETITION}, FetchSettings(), env)
         assert plan.credentials is None  # 127.0.0.1 is not among the default Kaggle hosts
-        with pytest.raises(FacekeysError):
-            fetch_planned(plan, tmp_path / "out", FetchSettings(), tmp_path)
+        # Even handed the credentials, the download keeps them from a host not listed.
+        with pytest.raises(FacekeysError, match="HTTP 401"):
+            fetch_dataset("kaggle-15", base + COMPETITION, tmp_path / "out", credentials=creds)
     assert seen and all(auth is None for _, auth in seen)
+
+
+def test_a_refusal_after_the_redirect_is_not_blamed_on_kaggle(tmp_path):
+    creds = KaggleCredentials(USER, KEY, "environment")
+    with fake_kaggle(b"") as (base, _):
+        FakeKaggle.expired = True
+        try:
+            with pytest.raises(
+                FacekeysError, match=r"refused by 127\.0\.0\.1 after a redirect: HTTP 403"
+            ):
+                fetch_dataset(
+                    "kaggle-15", base + COMPETITION, tmp_path / "o", LOCAL, credentials=creds
+                )
+        finally:
+            FakeKaggle.expired = False
 
 
 @pytest.mark.parametrize(
@@ -231,7 +261,7 @@ def test_without_credentials_kaggle_15_is_derived_and_says_how_to_get_the_real_d
     sources = {"kaggle-15": "https://www.kaggle.com" + COMPETITION, "youtube-faces-68": "yt"}
     plan = plan_source("kaggle-15", sources, FetchSettings(), {"KAGGLE_CONFIG_DIR": str(tmp_path)})
     assert plan.source == "derived:youtube-faces-68" and plan.base.source == "yt"
-    assert "KAGGLE_USERNAME" in plan.note and "dvc repro -f fetch@kaggle-15" in plan.note
+    assert "KAGGLE_USERNAME" in plan.note and "scripts/pipeline -f fetch@kaggle-15" in plan.note
     # With credentials the same setting means the competition's own data.
     env = {"KAGGLE_USERNAME": USER, "KAGGLE_KEY": KEY}
     plan = plan_source("kaggle-15", sources, FetchSettings(), env)
@@ -244,3 +274,15 @@ def test_a_labelled_test_csv_is_kept_as_it_is(tmp_path):
     manifest = fetch_dataset("kaggle-15", str(archive), tmp_path / "out")
     assert "test_held_out" not in manifest
     assert len((tmp_path / "out" / "test.csv").read_text().splitlines()) == 4
+
+
+def test_a_kaggle_csv_that_is_not_text_fails_in_one_line(tmp_path):
+    outer = io.BytesIO()
+    with zipfile.ZipFile(outer, "w") as zf:
+        zf.writestr("training.csv", b"left_eye_center_x,Image\n\xff\xfe,1 2\n")
+        zf.writestr("test.csv", "ImageId,Image\n1,1 2\n")
+    archive = tmp_path / "k.zip"
+    archive.write_bytes(outer.getvalue())
+    with pytest.raises(FacekeysError, match="cannot split off a labelled test set") as caught:
+        fetch_dataset("kaggle-15", str(archive), tmp_path / "out")
+    assert "\n" not in str(caught.value) and not (tmp_path / "out").exists()

@@ -212,6 +212,17 @@ def test_fingerprints_that_cannot_tell():
     assert orch.fingerprints_differ(old, {"kind": "url", "etag": '"b"'}) is True
     assert orch.fingerprints_differ(old, {"kind": "url", "content_length": "5"}) is False
 
+    def derived(base: dict) -> dict:
+        return {"kind": "derived", "from": "youtube-faces-68", "source": "u", "base": base}
+
+    # A derived source follows its base's rules: no header is "cannot tell", a header the HEAD
+    # answer lacks is not a change, a changed one is.
+    assert orch.fingerprints_differ(derived(unknown), derived(unknown)) is None
+    assert orch.fingerprints_differ(derived(old), derived({"kind": "url", "etag": '"a"'})) is False
+    assert orch.fingerprints_differ(derived(old), derived({"kind": "url", "etag": '"b"'})) is True
+    moved = {**derived(old), "source": "v"}
+    assert orch.fingerprints_differ(derived(old), moved) is True
+
 
 def test_report_shows_numbers_before_and_after_and_the_registry_decision(tmp_path):
     metrics = tmp_path / "metrics" / "youtube-faces-68"
