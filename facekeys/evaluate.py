@@ -53,12 +53,41 @@ def load_labelled(
     )
 
 
+def point_errors(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Euclidean error of each point, ``(N, P)``.
+
+    Only the labels decide which points count: NaN where the label is missing; +inf where the
+    label is there but the prediction is not a finite number (a failure, never a free pass).
+    """
+    labelled = np.isfinite(target).all(axis=-1)
+    predicted = np.isfinite(pred).all(axis=-1)
+    with np.errstate(invalid="ignore"):
+        err = np.linalg.norm(pred - target, axis=-1)
+    return np.where(labelled, np.where(predicted, err, np.inf), np.nan)
+
+
+def labelled_sha256(data: LabelledImages) -> str:
+    """A hash of exactly what a split's score depends on: its labels and its pixels, in order.
+
+    Two scores are comparable only when this matches (the registry gate checks it).
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(data.points, dtype=np.float64).tobytes())
+    for image in data.images:
+        digest.update(repr((image.shape, str(image.dtype))).encode())
+        digest.update(np.ascontiguousarray(image).tobytes())
+    return digest.hexdigest()
+
+
 def nme_per_image(pred: np.ndarray, target: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
     """Mean error over labelled points / distance between the ``pair`` points of the target.
 
-    Returns ``(N,)``; NaN where either point of the pair is unlabelled or they coincide.
+    Returns ``(N,)``; NaN where either point of the pair is unlabelled or they coincide, +inf
+    where a labelled point was predicted as NaN or infinity.
     """
-    err = np.linalg.norm(pred - target, axis=-1)
+    err = point_errors(pred, target)
     labelled = ~np.isnan(err)
     mean_err = np.where(labelled, err, 0.0).sum(-1) / np.maximum(labelled.sum(-1), 1)
     norm = np.linalg.norm(target[:, pair[0]] - target[:, pair[1]], axis=-1)
@@ -67,21 +96,29 @@ def nme_per_image(pred: np.ndarray, target: np.ndarray, pair: tuple[int, int]) -
 
 
 def rmse(pred: np.ndarray, target: np.ndarray) -> float:
-    """Root mean squared coordinate error over labelled points (Kaggle's metric); NaN if none."""
-    sq = ((pred - target) ** 2).reshape(-1)
-    sq = sq[~np.isnan(sq)]
+    """Root mean squared coordinate error over labelled points (Kaggle's metric); NaN if none,
+    +inf if a labelled coordinate was predicted as NaN or infinity."""
+    labelled = np.isfinite(target)
+    with np.errstate(invalid="ignore"):
+        sq = np.where(np.isfinite(pred), (pred - target) ** 2, np.inf)[labelled]
     return float(np.sqrt(sq.mean())) if len(sq) else float("nan")
 
 
 def mean_point_error(pred: np.ndarray, target: np.ndarray) -> float:
     """Mean Euclidean distance over labelled points, in the points' unit; NaN if none."""
-    err = np.linalg.norm(pred - target, axis=-1).reshape(-1)
+    err = point_errors(pred, target).reshape(-1)
     err = err[~np.isnan(err)]
     return float(err.mean()) if len(err) else float("nan")
 
 
+def non_finite_points(pred: np.ndarray, target: np.ndarray) -> int:
+    """How many labelled points were predicted as NaN or infinity."""
+    return int(np.isinf(point_errors(pred, target)).sum())
+
+
 def _none_if_nan(value: float) -> float | None:
-    return None if np.isnan(value) else float(value)
+    # JSON holds no infinity: a non-finite metric is None, and ``non_finite_points`` says why.
+    return float(value) if np.isfinite(value) else None
 
 
 # Landmark groups for per-region errors. 68-pt: the iBUG index ranges.
@@ -137,20 +174,22 @@ def score(pred: np.ndarray, target: np.ndarray, fmt_name: str) -> dict[str, obje
     pair = OUTER_EYE_CORNERS[fmt_name]
     nme = nme_per_image(pred, target, pair)
     norm = np.linalg.norm(target[:, pair[0]] - target[:, pair[1]], axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_point = np.linalg.norm(pred - target, axis=-1) / norm[:, None]
-    per_point[~np.isfinite(per_point)] = np.nan
+    usable_norm = np.where(np.isfinite(norm) & (norm > 0), norm, np.nan)
+    per_point = point_errors(pred, target) / usable_norm[:, None]
     valid = nme[~np.isnan(nme)]
 
     def mean_of(values: np.ndarray) -> float | None:
-        finite = values[~np.isnan(values)]
-        return float(finite.mean()) if len(finite) else None
+        counted = values[~np.isnan(values)]
+        return _none_if_nan(counted.mean()) if len(counted) else None
 
     return {
         "images": len(pred),
         "nme_images": len(valid),
-        "nme_mean": float(valid.mean()) if len(valid) else None,
-        "nme_median": float(np.median(valid)) if len(valid) else None,
+        # Labelled points predicted as NaN or infinity: each counts as an infinite error, so a
+        # model that has any scores None (not comparable) and fails every image it touched.
+        "non_finite_points": non_finite_points(pred, target),
+        "nme_mean": mean_of(valid) if len(valid) else None,
+        "nme_median": _none_if_nan(np.median(valid)) if len(valid) else None,
         "failure_rate_8": float((valid > 0.08).mean()) if len(valid) else None,
         "failure_rate_10": float((valid > 0.10).mean()) if len(valid) else None,
         "auc_10": auc_at(nme, 0.10) if len(valid) else None,
@@ -270,12 +309,30 @@ class SplitSource:
     indices: np.ndarray | None = None  # rows of the CSV to use (validation rows of training)
 
 
+def score_model_on(model_dir: str | os.PathLike[str], split: SplitSource) -> dict[str, Any]:
+    """One split's metrics for a model folder, as ``evaluate_model`` computes them (without the
+    baseline, files or plots): what the registry gate needs to score a champion again."""
+    from facekeys.predict import KeypointPredictor
+
+    predictor = KeypointPredictor.from_dir(model_dir)
+    fmt_name = predictor.card["format"]
+    data = load_labelled(
+        fmt_name, split.csv, split.images_dir, predictor.label_pixel_offset, split.indices
+    )
+    metrics = score(predictor.predict(data.images), data.points, fmt_name)
+    if fmt_name == "kaggle15":
+        metrics["kaggle_rmse_96px"] = metrics["rmse_px"]
+    metrics["data_sha256"] = labelled_sha256(data)
+    return metrics
+
+
 def evaluate_model(
     model_dir: str | os.PathLike[str],
     splits: list[SplitSource],
     train_npz: str | os.PathLike[str],
     out: dict[str, Path],
     log: Any = None,
+    model_identity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Scores a model folder and a mean-shape baseline on each split.
 
@@ -285,6 +342,8 @@ def evaluate_model(
     Args:
         out: Paths for ``eval_json``, ``ced_csv``, ``landmarks_csv``, ``plot_png``,
             ``gallery_png``; each written atomically.
+        model_identity: Which model this is (MLflow run, logged model, weights hash), recorded
+            as ``model`` so that ``register`` can refuse a score that belongs to another.
 
     Returns:
         The content of ``eval.json``.
@@ -305,6 +364,7 @@ def evaluate_model(
         data = load_labelled(
             fmt_name, split.csv, split.images_dir, predictor.label_pixel_offset, split.indices
         )
+        data_hash = labelled_sha256(data)
         pred = predictor.predict(data.images)
         baseline = np.stack([
             apply_to_points(np.linalg.inv(predictor.first.crop_matrix(im.shape, None)), shape)
@@ -315,12 +375,15 @@ def evaluate_model(
             (f"{split.label}_mean_shape_baseline", baseline),
         ):
             metrics = score(points, data.points, fmt_name)
+            metrics["data_sha256"] = data_hash
             nme = nme_per_image(points, data.points, OUTER_EYE_CORNERS[fmt_name])
             if fmt_name == "kaggle15":
                 # Kaggle rows often lack the corners; the eye centres are always labelled.
                 centres = nme_per_image(points, data.points, (1, 0))
                 centres = centres[~np.isnan(centres)]
-                metrics["nme_eye_centres_mean"] = float(centres.mean()) if len(centres) else None
+                metrics["nme_eye_centres_mean"] = (
+                    _none_if_nan(centres.mean()) if len(centres) else None
+                )
                 # The images are Kaggle's 96x96 crops, so this is Kaggle's own metric.
                 metrics["kaggle_rmse_96px"] = metrics["rmse_px"]
             results[label] = {"metrics": metrics, "ced": ced_curve(nme)}
@@ -332,6 +395,7 @@ def evaluate_model(
         )
     report = {
         "format": fmt_name,
+        "model": model_identity,
         "normaliser": "outer eye corners (subject's right, left): "
         + ", ".join(predictor.keypoint_names[i] for i in OUTER_EYE_CORNERS[fmt_name]),
         "refinement_model": predictor.refine is not None,

@@ -7,7 +7,10 @@ Uses registry aliases (MLflow 3), never the deprecated stages. One registered mo
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from facekeys.errors import FacekeysError
@@ -16,6 +19,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 # The tag on every version that holds its gate metric (lower is better).
 GATE_TAG = "gate_metric_value"
+# The hash of the test data a version was scored on (``facekeys.evaluate.labelled_sha256``).
+TEST_DATA_TAG = "test_data_sha256"
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ def decide(metric: str, new: float, champion: float | None, min_improvement: flo
     """
     if not math.isfinite(new):
         return Decision(CHALLENGER, f"{metric} is {new}: not comparable, kept as challenger")
+    if champion is not None and math.isnan(champion):
+        return Decision(CHALLENGER, f"{metric} {new:.6g}: not comparable, kept as challenger")
     if champion is None:
         return Decision(CHAMPION, f"first model: {metric} {new:.6g} becomes the champion")
     gain = champion - new
@@ -53,6 +60,20 @@ def decide(metric: str, new: float, champion: float | None, min_improvement: flo
     return Decision(CHALLENGER, f"{metric} {new:.6g} {why}: kept as challenger")
 
 
+def check_scored_model(
+    report: dict[str, Any], train: dict[str, Any], weights: str, dataset: str
+) -> None:
+    """Refuses an evaluation that belongs to another model than the one about to be registered."""
+    model = report.get("model") or {}
+    expected = {"run_id": train.get("run_id"), "weights_sha256": weights}
+    for key, value in expected.items():
+        if model.get(key) != value:
+            raise FacekeysError(
+                f"metrics/{dataset}/eval.json scored another model ({key} "
+                f"{model.get(key)!r}, the trained model has {value!r}); rerun evaluate@{dataset}"
+            )
+
+
 def register_version(
     uri: str,
     name: str,
@@ -62,44 +83,46 @@ def register_version(
     value: float,
     min_improvement: float,
     tags: dict[str, str],
+    rescore: Callable[[str], float] | None = None,
 ) -> dict[str, Any]:
     """Registers ``model_uri`` under ``name``, applies the gate and returns the record written to
-    ``register.json``."""
+    ``register.json``.
+
+    The new value is compared with the champion's only when both were scored with the same gate
+    metric on the same test data (tag ``test_data_sha256``). Otherwise ``rescore`` (given the
+    champion's ``models:/<name>/<version>`` URI) scores the champion again on this test data;
+    without it the new version cannot be compared and stays a challenger. Without a champion
+    (never set, or its version deleted) the best comparable existing version is the reference.
+    ``@challenger`` names the best version scored like the champion that is not the champion; a
+    new version that is neither gets no alias and is loaded by its number.
+
+    Raises:
+        FacekeysError: a non-finite value (such a model is never registered), or a registry error.
+    """
     import os
 
+    if not math.isfinite(value):
+        raise FacekeysError(
+            f"{metric} is {value}: the model has no finite score (NaN or infinite predictions); "
+            "not registered"
+        )
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    test_data = tags.get(TEST_DATA_TAG)
     try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(
-            name, description="facekeys keypoint model; aliases champion/challenger"
-        )
-    champion_version, champion_value, mismatch = None, None, ""
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException as exc:
-        # Only a missing alias means "no champion yet"; any other failure must not promote.
-        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise FacekeysError(f"registry {uri}: cannot read {name}@{CHAMPION}: {exc}") from None
-        current = None
-    if current is not None:
-        champion_version = current.version
-        if current.tags.get("gate_metric") != metric or GATE_TAG not in current.tags:
-            mismatch = (
-                f"the champion (version {current.version}) was gated on "
-                f"{current.tags.get('gate_metric', 'nothing')!r}, not {metric!r}: not comparable"
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            client.create_registered_model(
+                name, description="facekeys keypoint model; aliases champion/challenger"
             )
-        else:
-            champion_value = float(current.tags[GATE_TAG])
-    if mismatch:
-        decision = Decision(CHALLENGER, f"{mismatch}; kept as challenger")
-    else:
-        decision = decide(metric, value, champion_value, min_improvement)
-    try:
+        reference = _reference(client, name, metric, test_data, rescore)
+        decision = decide(metric, value, reference.value, min_improvement)
+        if reference.note:
+            decision = Decision(decision.alias, f"{reference.note}; {decision.reason}")
         # A tracking server refuses a logged model's URI (models:/m-<id>) as the source unless
         # the request names the model too; a local store accepts either.
         logged_model = (
@@ -113,20 +136,147 @@ def register_version(
             tags={**tags, "gate_metric": metric, GATE_TAG: repr(float(value))},
             description=decision.reason,
         )
-        client.set_registered_model_alias(name, decision.alias, version.version)
+        if decision.alias == CHAMPION:
+            # Re-read just before the write: a champion set meanwhile by another registration is
+            # compared with, not silently replaced.
+            now = _alias_version(client, name, CHAMPION)
+            if now is not None and now != reference.version:
+                again = _reference(client, name, metric, test_data, rescore)
+                decision = decide(metric, value, again.value, min_improvement)
+                reference = again
+        if decision.alias == CHAMPION:
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+        elif reference.best_existing is not None:
+            # The champion's version was deleted and the best remaining one still wins: it
+            # takes the alias back, so models:/<name>@champion always loads.
+            client.set_registered_model_alias(name, CHAMPION, reference.best_existing)
+            decision = Decision(
+                decision.alias, f"{decision.reason}; version {reference.best_existing} is @champion"
+            )
+        alias = decision.alias
+        challenger = _best_challenger(client, name)
+        if challenger is not None:
+            client.set_registered_model_alias(name, CHALLENGER, challenger)
+        if alias == CHALLENGER and challenger != str(version.version):
+            alias = None  # worse than the current challenger: no alias, loaded by version
     except MlflowException as exc:
         reason = str(exc).splitlines()[0]
         raise FacekeysError(f"registry {uri}: cannot register {model_uri}: {reason}") from None
     return {
         "registered_model": name,
         "version": int(version.version),
-        "alias": decision.alias,
+        "alias": alias,
         "reason": decision.reason,
         "gate_metric": metric,
         "value": value,
         "min_improvement": min_improvement,
-        "previous_champion_version": int(champion_version) if champion_version else None,
-        "previous_champion_value": champion_value,
+        "test_data_sha256": test_data,
+        "previous_champion_version": int(reference.version) if reference.version else None,
+        "previous_champion_value": reference.value,
         "model_uri": model_uri,
-        "load_with": f"models:/{name}@{decision.alias}",
+        "load_with": f"models:/{name}@{alias}" if alias else f"models:/{name}/{version.version}",
     }
+
+
+@dataclass(frozen=True)
+class _Reference:
+    version: str | None  # the champion's version (None: no champion)
+    value: float | None  # what the new version must beat (None: nothing comparable)
+    note: str = ""  # how the reference was found, when it is not simply the champion's tag
+    best_existing: str | None = None  # without a champion: the best comparable version
+
+
+def _alias_version(client: Any, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        # Only a missing alias means "none"; any other failure must not promote.
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        return None
+
+
+def _comparable(version: Any, metric: str, test_data: str | None) -> float | None:
+    """A version's gate value where it was scored like the new one, else None."""
+    tags = version.tags or {}
+    if tags.get("gate_metric") != metric or GATE_TAG not in tags:
+        return None
+    if tags.get(TEST_DATA_TAG) != test_data:
+        return None
+    value = float(tags[GATE_TAG])
+    return value if math.isfinite(value) else None
+
+
+def _reference(
+    client: Any,
+    name: str,
+    metric: str,
+    test_data: str | None,
+    rescore: Callable[[str], float] | None,
+) -> _Reference:
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is None:
+        values = [
+            (value, str(v.version))
+            for v in client.search_model_versions(f"name='{name}'")
+            if (value := _comparable(v, metric, test_data)) is not None
+        ]
+        if not values:
+            return _Reference(None, None)
+        value, version = min(values)
+        note = f"no champion alias: compared with the best existing version {version}"
+        return _Reference(None, value, note, best_existing=version)
+    current = client.get_model_version(name, champion)
+    value = _comparable(current, metric, test_data)
+    if value is not None:
+        return _Reference(champion, value)
+    why = (
+        f"gated on {current.tags.get('gate_metric', 'nothing')!r}"
+        if current.tags.get("gate_metric") != metric
+        else "scored on other test data"
+    )
+    if rescore is None:
+        return _Reference(champion, math.nan, f"the champion (version {champion}) was {why}")
+    rescored = float(rescore(f"models:/{name}/{champion}"))
+    note = (
+        f"the champion (version {champion}) was {why}: re-scored on this test data, {rescored:.6g}"
+    )
+    return _Reference(champion, rescored if math.isfinite(rescored) else None, note)
+
+
+def _best_challenger(client: Any, name: str) -> str | None:
+    """The best version that is not the champion, among those scored like the champion."""
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is None:
+        return None
+    tags = client.get_model_version(name, champion).tags or {}
+    metric, test_data = tags.get("gate_metric"), tags.get(TEST_DATA_TAG)
+    values = [
+        (value, int(v.version))
+        for v in client.search_model_versions(f"name='{name}'")
+        if str(v.version) != champion and (value := _comparable(v, metric, test_data)) is not None
+    ]
+    return str(min(values)[1]) if values else None
+
+
+def registered_model_dir(uri: str, version_uri: str, dest: str | os.PathLike[str]) -> Path:
+    """Downloads a registered version's model folder (weights and cards) into ``dest``."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    # The registry named here, not a process-wide one that another caller may have set.
+    name, _, version = version_uri.removeprefix("models:/").rpartition("/")
+    location = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_download_uri(
+        name, version
+    )
+    root = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=location, dst_path=str(dest), tracking_uri=uri
+        )
+    )
+    found = [p.parent for p in root.rglob("model.json") if p.parent.name == "model"]
+    if not found:
+        raise FacekeysError(f"{version_uri}: no model folder among its artifacts")
+    return found[0]

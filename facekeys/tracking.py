@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from facekeys.atomic import atomic_file
+from facekeys.atomic import atomic_file, sha256_file
 from facekeys.errors import FacekeysError
 from facekeys.train import EpochLogger
 
@@ -38,6 +38,19 @@ def check_reachable(uri: str, timeout_s: float = 3.0) -> None:
             f"MLflow tracking server {uri} is unreachable ({reason}); start it, fix "
             "MLFLOW_TRACKING_URI, or set train.mlflow.required: false to log locally"
         ) from None
+
+
+def model_weights_sha256(model_dir: str | os.PathLike[str]) -> str:
+    """One hash over a model folder's weights and cards (both networks where there are two)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    folder = Path(model_dir)
+    for name in ("model.pt", "model.json", "refine/model.pt", "refine/model.json"):
+        path = folder / name
+        if path.is_file():
+            digest.update(f"{name}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def git_state(root: str | os.PathLike[str]) -> dict[str, str]:

@@ -12,7 +12,13 @@ from facekeys.augment import load_npz
 from facekeys.datasets import DATASETS
 from facekeys.evaluate import SplitSource, evaluate_model
 from facekeys.stagekit import dataset_arg, run_stage
-from facekeys.tracking import flat_metrics, log_to_run, recorded_server, resolve_tracking_uri
+from facekeys.tracking import (
+    flat_metrics,
+    log_to_run,
+    model_weights_sha256,
+    recorded_server,
+    resolve_tracking_uri,
+)
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
@@ -37,15 +43,20 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         "gallery_png": metrics / "eval_gallery.png",
     }
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    trained = json.loads((metrics / "train.json").read_text(encoding="utf-8"))
+    run_id = trained.get("run_id")
     report = evaluate_model(
         Path("models") / dataset,
         [source("test", "test"), source("val_new_people", "training", val_rows)],
         augmented / "train.npz",
         out,
         log=log,
+        model_identity={
+            "run_id": run_id,
+            "model_uri": trained.get("model_uri"),
+            "weights_sha256": model_weights_sha256(Path("models") / dataset),
+        },
     )
-    trained = json.loads((metrics / "train.json").read_text(encoding="utf-8"))
-    run_id = trained.get("run_id")
     if run_id and section.get("log_to_mlflow", True):
         uri = resolve_tracking_uri(
             section.get("mlflow_required", True), log, recorded_server(trained.get("tracking_uri"))

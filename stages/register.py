@@ -5,18 +5,28 @@ says which and why."""
 
 import hashlib
 import json
+import math
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from facekeys.atomic import write_json
+from facekeys.datasets import DATASETS
 from facekeys.errors import FacekeysError
-from facekeys.registry import register_version
+from facekeys.evaluate import SplitSource, score_model_on
+from facekeys.registry import (
+    TEST_DATA_TAG,
+    check_scored_model,
+    register_version,
+    registered_model_dir,
+)
 from facekeys.stagekit import dataset_arg, run_stage
 from facekeys.tracking import (
     dvc_lock_hashes,
     flat_metrics,
     git_state,
+    model_weights_sha256,
     recorded_server,
     resolve_tracking_uri,
 )
@@ -39,14 +49,22 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     report = json.loads((metrics / "eval.json").read_text(encoding="utf-8"))
     gate = str(_per_dataset(section, "gate_metric", dataset))
     split, _, key = gate.partition(".")
-    value = (report.get(split) or {}).get(key)
-    if value is None:
-        raise FacekeysError(f"metrics/{dataset}/eval.json has no value for {gate}")
     if not train.get("model_uri") or not train.get("run_id"):
         raise FacekeysError(f"metrics/{dataset}/train.json names no logged model; rerun train")
+    check_scored_model(report, train, model_weights_sha256(Path("models") / dataset), dataset)
+    scored = report.get(split) or {}
+    if scored.get("non_finite_points"):
+        raise FacekeysError(
+            f"metrics/{dataset}/eval.json: the model predicts {scored['non_finite_points']} "
+            f"labelled points of {split} as NaN or infinity; not registered"
+        )
+    value = scored.get(key)
+    if value is None:
+        raise FacekeysError(f"metrics/{dataset}/eval.json has no value for {gate}")
     params_used = {k: params.get(k) for k in ("augment", "train")}
     tags = {
         "dataset": dataset,
+        TEST_DATA_TAG: str(scored.get("data_sha256")),
         **git_state("."),
         **dvc_lock_hashes(".", f"augment@{dataset}"),
         "params_sha256": hashlib.sha256(
@@ -59,6 +77,25 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         lambda line: print(line, file=sys.stderr),
         recorded_server(train.get("tracking_uri")),
     )
+    layout = DATASETS[dataset]
+    images = layout.splits[split].images if split in layout.splits else None
+    test = SplitSource(
+        split,
+        Path("data/validated") / dataset / split / "valid.csv",
+        Path("data/raw") / dataset / images if images else None,
+    )
+
+    def rescore(version_uri: str) -> float:
+        # The champion was scored on other test data (or with another metric): score it again
+        # here, on exactly the data the new version was scored on.
+        print(f"scoring the champion {version_uri} on this {split} data", file=sys.stderr)
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics = score_model_on(registered_model_dir(uri, version_uri, tmp), test)
+        if metrics.get("data_sha256") != scored.get("data_sha256"):
+            return math.nan  # another label convention: still not the same numbers
+        found = metrics.get(key)
+        return math.inf if found is None else float(found)
+
     record = register_version(
         uri,
         f"{section.get('model_name_prefix', 'facekeys')}-{dataset}",
@@ -68,6 +105,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         float(value),
         float(_per_dataset(section, "min_improvement", dataset)),
         tags,
+        rescore=rescore if split in layout.splits else None,
     )
     write_json(metrics / "register.json", record)
     print(

@@ -65,7 +65,8 @@ def test_registry_aliases_follow_the_gate(logged_model, monkeypatch):
     first, better, worse, equal = (register(v) for v in (0.05, 0.04, 0.045, 0.04))
     other_metric = register_version(uri, "facekeys-tiny", model_uri, run_id, "test.rmse_px", 0.001,
                                     0.0, {})  # fmt: skip
-    assert other_metric["alias"] == CHALLENGER and "not comparable" in other_metric["reason"]
+    # Gated on another metric: not comparable with the champion, so no alias at all.
+    assert other_metric["alias"] is None and "not comparable" in other_metric["reason"]
     assert (first["alias"], first["version"]) == (CHAMPION, 1)
     assert (better["alias"], better["previous_champion_version"]) == (CHAMPION, 1)
     assert worse["alias"] == CHALLENGER and "worse" in worse["reason"]
@@ -73,9 +74,10 @@ def test_registry_aliases_follow_the_gate(logged_model, monkeypatch):
     client = mlflow.tracking.MlflowClient(uri, registry_uri=uri)
     champion = client.get_model_version_by_alias("facekeys-tiny", CHAMPION)
     challenger = client.get_model_version_by_alias("facekeys-tiny", CHALLENGER)
-    assert (str(champion.version), str(challenger.version)) == ("2", "5")
+    # @challenger: the best version that is not the champion (0.04 ties with it).
+    assert (str(champion.version), str(challenger.version)) == ("2", "4")
     assert champion.tags["git_commit"] == "abc" and "beats" in champion.description
-    assert "not comparable" in challenger.description
+    assert "equals" in challenger.description
 
     from facekeys.errors import FacekeysError
     from facekeys.predict import load_any_model
@@ -147,3 +149,86 @@ def test_champion_is_served_over_http(logged_model, tmp_path):
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_the_gate_compares_like_with_like_and_keeps_a_champion(logged_model, monkeypatch):
+    import mlflow
+
+    import facekeys.registry as registry
+    from facekeys.errors import FacekeysError
+
+    uri, model_uri, run_id = logged_model
+    client = mlflow.tracking.MlflowClient(uri, registry_uri=uri)
+
+    def register(value, test="A", rescore=None, name="facekeys-gate"):
+        return register_version(uri, name, model_uri, run_id, "test.nme_mean", value, 0.0005,
+                                {registry.TEST_DATA_TAG: test}, rescore=rescore)  # fmt: skip
+
+    def aliases(name="facekeys-gate"):
+        return {a: registry._alias_version(client, name, a) for a in (CHAMPION, CHALLENGER)}
+
+    with pytest.raises(FacekeysError, match="no finite score"):
+        register(float("nan"))
+    with pytest.raises(FacekeysError, match="no finite score"):
+        register(float("inf"))
+    assert register(0.05)["alias"] == CHAMPION  # v1 (nothing was registered above)
+    assert register(0.06)["alias"] == CHALLENGER  # v2
+    worse = register(0.07)  # v3: a loser worse than the challenger takes no alias
+    assert worse["alias"] is None and worse["load_with"] == "models:/facekeys-gate/3"
+    assert aliases() == {CHAMPION: "1", CHALLENGER: "2"}
+
+    # An easier test set cannot crown a model: without re-scoring it is not comparable ...
+    other = register(0.01, test="B")  # v4
+    assert other["alias"] is None and "scored on other test data" in other["reason"]
+    assert aliases()[CHAMPION] == "1"
+    # ... and with re-scoring the champion is judged on the same data first.
+    scored = []
+    rescored = register(0.03, test="B", rescore=lambda u: scored.append(u) or 0.02)  # v5
+    assert scored == ["models:/facekeys-gate/1"] and rescored["alias"] is None
+    assert "re-scored on this test data, 0.02" in rescored["reason"]
+    better = register(0.01, test="B", rescore=lambda u: 0.02)  # v6
+    assert better["alias"] == CHAMPION and aliases()[CHAMPION] == "6"
+
+    # The champion's version deleted: the best remaining comparable version is the reference
+    # and takes the alias back when the newcomer does not beat it.
+    client.delete_model_version("facekeys-gate", "6")
+    after = register(0.05, test="B")  # v7; v4 (0.01) is the best left on test data B
+    assert after["alias"] is None and "best existing version 4" in after["reason"]
+    assert aliases()[CHAMPION] == "4"
+
+    # Two registrations at once: this one read "no champion" before the other set one.
+    register(0.04, name="facekeys-race")  # v1 champion
+    real = registry._reference
+    calls = []
+
+    def stale_first(*args, **kwargs):
+        calls.append(1)
+        return registry._Reference(None, None) if len(calls) == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "_reference", stale_first)
+    late = register(0.05, name="facekeys-race")
+    assert late["alias"] == CHALLENGER and aliases("facekeys-race")[CHAMPION] == "1"
+    assert len(calls) == 2, "the champion was not read again before the alias was set"
+
+
+def test_an_evaluation_of_another_model_is_refused():
+    from facekeys.errors import FacekeysError
+    from facekeys.registry import check_scored_model
+
+    report = {"model": {"run_id": "r1", "weights_sha256": "w1"}}
+    check_scored_model(report, {"run_id": "r1"}, "w1", "kaggle-15")
+    with pytest.raises(FacekeysError, match=r"eval.json scored another model \(run_id 'r1'"):
+        check_scored_model(report, {"run_id": "r2"}, "w1", "kaggle-15")
+    with pytest.raises(FacekeysError, match=r"weights_sha256 'w1'.*rerun evaluate@kaggle-15"):
+        check_scored_model(report, {"run_id": "r1"}, "w2", "kaggle-15")
+    with pytest.raises(FacekeysError, match="scored another model"):
+        check_scored_model({}, {"run_id": "r1"}, "w1", "kaggle-15")  # an old eval.json
+
+
+def test_a_registered_version_can_be_scored_again(logged_model, tmp_path):
+    from facekeys.registry import registered_model_dir
+
+    uri, model_uri, run_id = logged_model
+    register_version(uri, "facekeys-dl", model_uri, run_id, "test.nme_mean", 0.05, 0.0, {})
+    folder = registered_model_dir(uri, "models:/facekeys-dl/1", tmp_path / "dl")
+    assert (folder / "model.pt").is_file() and (folder / "model.json").is_file()

@@ -47,10 +47,11 @@ def fresh_clone(dest: Path) -> Path:
     # A stale stamp would make it reinstall the shared .venv from the clone: refuse instead.
     files = (REPO / "pyproject.toml", REPO / "requirements" / "constraints.txt")
     wanted = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
-    stamp = REPO / ".venv" / ".facekeys-stamp"
+    venv = Path(sys.prefix)  # the environment running these tests (scripts/setup's .venv)
+    stamp = venv / ".facekeys-stamp"
     if not stamp.is_file() or stamp.read_text().strip() != wanted:
-        pytest.fail(".venv is older than pyproject.toml or the constraints: run scripts/setup")
-    (dest / ".venv").symlink_to(REPO / ".venv")
+        pytest.fail(f"{venv} is older than pyproject.toml or the constraints: run scripts/setup")
+    (dest / ".venv").symlink_to(venv)
     for cmd in (
         ["git", "init", "-q"],
         ["git", "config", "user.name", "facekeys tests"],

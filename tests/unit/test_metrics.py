@@ -53,3 +53,29 @@ def test_auc_and_ced_curve():
     curve = ced_curve(nme, 0.1, steps=11)
     assert curve[0] == {"nme": 0.0, "share": pytest.approx(1 / 3)}
     assert curve[2]["share"] == pytest.approx(2 / 3) and curve[-1]["share"] == pytest.approx(2 / 3)
+
+
+def test_a_nan_or_infinite_prediction_is_a_failure_never_a_free_pass():
+    pred, target = shapes_68([2.0, 2.0, 2.0])
+    pred[0] = np.nan  # a model that gave up on one face
+    pred[1, 3] = np.inf  # and on one point of another
+    nme = nme_per_image(pred, target, (36, 45))
+    assert np.isinf(nme[:2]).all() and nme[2] == pytest.approx(0.05)
+    assert np.isinf(rmse(pred, target))
+    result = score(pred, target, "youtube68")
+    assert result["non_finite_points"] == 68 + 1
+    assert result["nme_mean"] is None and result["mean_error_px"] is None  # JSON has no inf
+    assert result["nme_median"] is None  # two of three images are infinite
+    assert result["failure_rate_8"] == pytest.approx(2 / 3)
+    assert result["auc_10"] == pytest.approx(0.05 / 3 / 0.10)
+    everything_nan = score(np.full_like(pred, np.nan), target, "youtube68")
+    assert everything_nan["failure_rate_10"] == 1.0 and everything_nan["auc_10"] == 0.0
+    assert everything_nan["nme_mean"] is None
+
+
+def test_a_nan_prediction_where_no_label_exists_does_not_count():
+    pred, target = shapes_68([2.0])
+    target[0, 5] = np.nan
+    pred[0, 5] = np.nan
+    result = score(pred, target, "youtube68")
+    assert result["non_finite_points"] == 0 and result["nme_mean"] == pytest.approx(0.05)
