@@ -592,12 +592,32 @@ def _from_folder(
     zips = dict(layout.csv_zips)
     for csv in layout.csvs:
         if (base / csv).is_file():
+            _refuse_links_out(base / csv, source)
             shutil.copyfile(base / csv, staging / csv)
         else:
+            _refuse_links_out(base / zips[csv], source)
             _csv_from_inner_zip(base / zips[csv], csv, staging, settings)
     for d in layout.image_dirs:
-        # Symlinks are copied as links: validation refuses those that point outside the folder.
-        shutil.copytree(base / d, staging / d, symlinks=True)
+        _refuse_links_out(base / d, source)
+        for root, dirs, files in os.walk(base / d):
+            for name in dirs:
+                if (Path(root) / name).is_symlink():
+                    raise FacekeysError(f"{Path(root) / name}: a symbolic link to a folder")
+            for name in files:
+                _refuse_links_out(Path(root) / name, source)
+        # Links that stay inside the source are copied as the files they point to, so data/raw
+        # (and the DVC cache) never holds a link.
+        shutil.copytree(base / d, staging / d, symlinks=False)
+
+
+def _refuse_links_out(path: Path, source: Path) -> None:
+    """Refuses a symbolic link that leaves the source folder, as archive members are refused:
+    nothing outside the source may be copied into data/raw."""
+    if not path.is_symlink():
+        return
+    target, root = path.resolve(), source.resolve()
+    if target != root and root not in target.parents:
+        raise FacekeysError(f"{path}: symbolic link leaves the source folder (to {target})")
 
 
 def _from_zip(

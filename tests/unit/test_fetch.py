@@ -196,3 +196,28 @@ def test_env_var_overrides_params(monkeypatch):
         "/local/copy",
         "env:FACEKEYS_SOURCE_KAGGLE_15",
     )
+
+
+def test_links_that_leave_a_source_folder_are_refused_at_fetch_time(tmp_path):
+    import os
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not part of any data set")
+    src = make_youtube_folder(tmp_path / "src")
+    os.symlink(secret, src / "training" / "leak.jpg")
+    with pytest.raises(FacekeysError, match=r"leak.jpg: symbolic link leaves the source folder"):
+        fetch_dataset("youtube-faces-68", str(src), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (src / "training" / "leak.jpg").unlink()
+    csv = src / "test_frames_keypoints.csv"
+    csv.rename(tmp_path / "outside.csv")
+    os.symlink(tmp_path / "outside.csv", csv)
+    with pytest.raises(FacekeysError, match=r"test_frames_keypoints.csv: symbolic link leaves"):
+        fetch_dataset("youtube-faces-68", str(src), tmp_path / "out")
+    # A link inside the source is fine: copied as the file it points to.
+    csv.unlink()
+    (tmp_path / "outside.csv").rename(csv)
+    os.symlink(src / "training" / "training_00.jpg", src / "training" / "alias.jpg")
+    fetch_dataset("youtube-faces-68", str(src), tmp_path / "out")
+    alias = tmp_path / "out" / "training" / "alias.jpg"
+    assert not alias.is_symlink() and alias.read_bytes() == b"img-training"
