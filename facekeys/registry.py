@@ -280,3 +280,32 @@ def registered_model_dir(uri: str, version_uri: str, dest: str | os.PathLike[str
     if not found:
         raise FacekeysError(f"{version_uri}: no model folder among its artifacts")
     return found[0]
+
+
+def logged_code_sha256(uri: str, model_uri: str) -> str:
+    """A hash of the code logged with a model: what loading it will run (MLflow's models from
+    code), recorded on its version so that a user can check what they trust."""
+    import hashlib
+    import tempfile
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            root = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=model_uri, dst_path=tmp, tracking_uri=uri
+                )
+            )
+        except (MlflowException, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FacekeysError(f"{model_uri}: cannot read its logged code: {reason}") from None
+        digest = hashlib.sha256()
+        files = sorted(p for p in root.rglob("*.py") if p.is_file())
+        if not files:
+            raise FacekeysError(f"{model_uri}: no code among its artifacts")
+        for path in files:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()

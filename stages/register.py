@@ -18,6 +18,7 @@ from facekeys.evaluate import SplitSource, score_model_on
 from facekeys.registry import (
     TEST_DATA_TAG,
     check_scored_model,
+    logged_code_sha256,
     register_version,
     registered_model_dir,
 )
@@ -77,6 +78,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         lambda line: print(line, file=sys.stderr),
         recorded_server(train.get("tracking_uri")),
     )
+    # Loading the model runs the code logged with it: its hash goes on the version.
+    tags["code_sha256"] = logged_code_sha256(uri, train["model_uri"])
     layout = DATASETS[dataset]
     images = layout.splits[split].images if split in layout.splits else None
     test = SplitSource(

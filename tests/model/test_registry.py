@@ -232,3 +232,14 @@ def test_a_registered_version_can_be_scored_again(logged_model, tmp_path):
     register_version(uri, "facekeys-dl", model_uri, run_id, "test.nme_mean", 0.05, 0.0, {})
     folder = registered_model_dir(uri, "models:/facekeys-dl/1", tmp_path / "dl")
     assert (folder / "model.pt").is_file() and (folder / "model.json").is_file()
+
+
+def test_the_code_a_model_runs_is_hashed(logged_model):
+    from facekeys.errors import FacekeysError
+    from facekeys.registry import logged_code_sha256
+
+    uri, model_uri, _ = logged_model
+    first = logged_code_sha256(uri, model_uri)
+    assert len(first) == 64 and first == logged_code_sha256(uri, model_uri)
+    with pytest.raises(FacekeysError, match="cannot read its logged code"):
+        logged_code_sha256(uri, "models:/m-0000000000000000000000000000dead")
