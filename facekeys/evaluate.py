@@ -309,6 +309,62 @@ class SplitSource:
     indices: np.ndarray | None = None  # rows of the CSV to use (validation rows of training)
 
 
+def gate_metric_function(key: str, fmt_name: str) -> Any:
+    """``metric(pred, target) -> float`` for a gate key of ``eval.json`` (None if not one)."""
+    pair = OUTER_EYE_CORNERS[fmt_name]
+
+    def nme_mean(pred: np.ndarray, target: np.ndarray) -> float:
+        values = nme_per_image(pred, target, pair)
+        values = values[~np.isnan(values)]
+        return float(values.mean()) if len(values) else float("nan")
+
+    return {
+        "nme_mean": nme_mean,
+        "rmse_px": rmse,
+        "kaggle_rmse_96px": rmse,
+        "mean_error_px": mean_point_error,
+    }.get(key)
+
+
+def paired_bootstrap_gain(
+    metric: Any,
+    champion: np.ndarray,
+    candidate: np.ndarray,
+    target: np.ndarray,
+    clusters: list[str] | np.ndarray,
+    draws: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 2026,
+) -> dict[str, Any]:
+    """How much better a candidate is than the champion on the same images, with its noise.
+
+    The gain is ``metric(champion) - metric(candidate)`` (lower metrics are better, so a positive
+    gain favours the candidate). Whole clusters (a person's frames) are resampled together, since
+    frames of one clip are not independent.
+
+    Returns:
+        ``gain`` on all images, ``low``/``high``: the one-sided ``confidence`` bounds (the gain
+        is above ``low`` with that confidence), and ``draws``, ``clusters``, ``confidence``.
+    """
+    rng = np.random.default_rng(seed)
+    _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    members = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
+    gains = np.empty(draws)
+    for i in range(draws):
+        pick = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+        gains[i] = metric(champion[pick], target[pick]) - metric(candidate[pick], target[pick])
+    with np.errstate(invalid="ignore"):
+        gain = metric(champion, target) - metric(candidate, target)
+    return {
+        "gain": float(gain),
+        "low": float(np.quantile(gains, 1 - confidence)),
+        "high": float(np.quantile(gains, confidence)),
+        "draws": draws,
+        "clusters": len(members),
+        "confidence": confidence,
+    }
+
+
 def score_model_on(model_dir: str | os.PathLike[str], split: SplitSource) -> dict[str, Any]:
     """One split's metrics for a model folder, as ``evaluate_model`` computes them (without the
     baseline, files or plots): what the registry gate needs to score a champion again."""

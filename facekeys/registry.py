@@ -84,6 +84,7 @@ def register_version(
     min_improvement: float,
     tags: dict[str, str],
     rescore: Callable[[str], float] | None = None,
+    paired: Callable[[str], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Registers ``model_uri`` under ``name``, applies the gate and returns the record written to
     ``register.json``.
@@ -95,6 +96,11 @@ def register_version(
     (never set, or its version deleted) the best comparable existing version is the reference.
     ``@challenger`` names the best version scored like the champion that is not the champion; a
     new version that is neither gets no alias and is loaded by its number.
+
+    A version that beats the champion by the margin is promoted only when ``paired`` (given the
+    champion's URI: a paired bootstrap of the gain on the same test images, see
+    ``facekeys.evaluate.paired_bootstrap_gain``) puts the gain's lower confidence bound above 0;
+    the interval goes into the description and the record.
 
     Raises:
         FacekeysError: a non-finite value (such a model is never registered), or a registry error.
@@ -123,6 +129,10 @@ def register_version(
         decision = decide(metric, value, reference.value, min_improvement)
         if reference.note:
             decision = Decision(decision.alias, f"{reference.note}; {decision.reason}")
+        noise = None
+        if decision.alias == CHAMPION and reference.version is not None and paired is not None:
+            noise = paired(f"models:/{name}/{reference.version}")
+            decision = _beyond_noise(decision, noise)
         # A tracking server refuses a logged model's URI (models:/m-<id>) as the source unless
         # the request names the model too; a local store accepts either.
         logged_model = (
@@ -173,9 +183,23 @@ def register_version(
         "test_data_sha256": test_data,
         "previous_champion_version": int(reference.version) if reference.version else None,
         "previous_champion_value": reference.value,
+        "paired_bootstrap": noise,
         "model_uri": model_uri,
         "load_with": f"models:/{name}@{alias}" if alias else f"models:/{name}/{version.version}",
     }
+
+
+def _beyond_noise(decision: Decision, noise: dict[str, Any] | None) -> Decision:
+    """Keeps a promotion only when the paired bootstrap says the gain is above 0."""
+    if noise is None:
+        return decision
+    interval = (
+        f"paired bootstrap over {noise['clusters']} groups of test images: gain "
+        f"{noise['gain']:.4g}, {noise['confidence']:.0%} lower bound {noise['low']:.4g}"
+    )
+    if math.isfinite(noise["low"]) and noise["low"] > 0:
+        return Decision(CHAMPION, f"{decision.reason}; {interval}")
+    return Decision(CHALLENGER, f"{decision.reason}, but not beyond noise ({interval} <= 0)")
 
 
 @dataclass(frozen=True)

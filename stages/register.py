@@ -12,9 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from facekeys.atomic import write_json
+from facekeys.augment import identity_of
 from facekeys.datasets import DATASETS
 from facekeys.errors import FacekeysError
-from facekeys.evaluate import SplitSource, score_model_on
+from facekeys.evaluate import (
+    SplitSource,
+    gate_metric_function,
+    load_labelled,
+    paired_bootstrap_gain,
+    score_model_on,
+)
+from facekeys.predict import KeypointPredictor
 from facekeys.registry import (
     TEST_DATA_TAG,
     check_scored_model,
@@ -99,6 +107,27 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         found = metrics.get(key)
         return math.inf if found is None else float(found)
 
+    def paired(version_uri: str) -> dict[str, Any] | None:
+        # Champion and candidate on the same test images, person by person: is the gain more
+        # than the noise of which faces happen to be in the test set?
+        metric = gate_metric_function(key, report.get("format", ""))
+        if metric is None or split not in layout.splits:
+            return None
+        candidate = KeypointPredictor.from_dir(Path("models") / dataset)
+        fmt = candidate.card["format"]
+        data = load_labelled(fmt, test.csv, test.images_dir, candidate.label_pixel_offset)
+        with tempfile.TemporaryDirectory() as tmp:
+            champion = KeypointPredictor.from_dir(registered_model_dir(uri, version_uri, tmp))
+            if champion.label_pixel_offset != candidate.label_pixel_offset:
+                return None  # other label conventions: not the same numbers
+            champion_points = champion.predict(data.images)
+        groups = (
+            [identity_of(n) for n in data.names] if fmt == "youtube68" else range(len(data.names))
+        )
+        return paired_bootstrap_gain(
+            metric, champion_points, candidate.predict(data.images), data.points, list(groups)
+        )
+
     record = register_version(
         uri,
         f"{section.get('model_name_prefix', 'facekeys')}-{dataset}",
@@ -109,10 +138,12 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         float(_per_dataset(section, "min_improvement", dataset)),
         tags,
         rescore=rescore if split in layout.splits else None,
+        paired=paired,
     )
     write_json(metrics / "register.json", record)
     print(
-        f"{record['registered_model']} version {record['version']} -> @{record['alias']}: "
+        f"{record['registered_model']} version {record['version']} -> "
+        f"{'@' + record['alias'] if record['alias'] else 'no alias'}: "
         f"{record['reason']}",
         file=sys.stderr,
     )

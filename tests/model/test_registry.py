@@ -243,3 +243,20 @@ def test_the_code_a_model_runs_is_hashed(logged_model):
     assert len(first) == 64 and first == logged_code_sha256(uri, model_uri)
     with pytest.raises(FacekeysError, match="cannot read its logged code"):
         logged_code_sha256(uri, "models:/m-0000000000000000000000000000dead")
+
+
+def test_a_gain_within_the_noise_does_not_crown(logged_model):
+    uri, model_uri, run_id = logged_model
+
+    def register(value, low):
+        noise = {"gain": 0.01, "low": low, "high": 0.02, "clusters": 9, "confidence": 0.95,
+                 "draws": 100}  # fmt: skip
+        return register_version(uri, "facekeys-noise", model_uri, run_id, "test.nme_mean", value,
+                                0.0005, {}, paired=lambda u: noise)  # fmt: skip
+
+    assert register(0.05, -1.0)["alias"] == CHAMPION  # first model: nothing to compare with
+    within = register(0.04, -0.001)
+    assert within["alias"] == CHALLENGER and "not beyond noise" in within["reason"]
+    assert within["paired_bootstrap"]["low"] == -0.001
+    beyond = register(0.04, 0.002)
+    assert beyond["alias"] == CHAMPION and "lower bound 0.002" in beyond["reason"]

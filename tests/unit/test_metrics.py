@@ -79,3 +79,25 @@ def test_a_nan_prediction_where_no_label_exists_does_not_count():
     pred[0, 5] = np.nan
     result = score(pred, target, "youtube68")
     assert result["non_finite_points"] == 0 and result["nme_mean"] == pytest.approx(0.05)
+
+
+def test_the_paired_bootstrap_tells_a_real_gain_from_noise():
+    from facekeys.evaluate import gate_metric_function, paired_bootstrap_gain
+
+    rng = np.random.default_rng(0)
+    pred, target = shapes_68([2.0] * 40)
+    champion = pred + rng.normal(0, 1.0, pred.shape)
+    metric = gate_metric_function("nme_mean", "youtube68")
+    people = [f"person{i // 4}" for i in range(40)]  # ten people, four frames each
+    same = paired_bootstrap_gain(metric, champion, champion.copy(), target, people, draws=300)
+    assert same["gain"] == 0 and same["low"] <= 0 <= same["high"] and same["clusters"] == 10
+    better = champion - (champion - target) * 0.5  # halves every error
+    found = paired_bootstrap_gain(metric, champion, better, target, people, draws=300)
+    assert found["gain"] > 0 and found["low"] > 0
+    # A gain carried by one person out of ten is not beyond noise.
+    lucky = champion.copy()
+    lucky[:4] = target[:4]
+    noisy = paired_bootstrap_gain(metric, champion, lucky, target, people, draws=300)
+    assert noisy["gain"] > 0 and noisy["low"] <= 0
+    assert gate_metric_function("kaggle_rmse_96px", "kaggle15") is rmse
+    assert gate_metric_function("auc_10", "youtube68") is None
