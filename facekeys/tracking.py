@@ -119,6 +119,15 @@ class MlflowRun(EpochLogger):
             )
         else:
             self.experiment_id = found.experiment_id
+            served = (found.artifact_location or "").startswith("mlflow-artifacts:")
+            if served and not uri.startswith(("http://", "https://")):
+                # Found before training, not after it: this store's artifacts go through a
+                # server (the experiment was made by `scripts/orchestrate`'s MLflow server).
+                raise FacekeysError(
+                    f"MLflow experiment {experiment!r} in {uri} keeps its artifacts on an MLflow "
+                    "server (mlflow-artifacts:/); start it (scripts/orchestrate start) and set "
+                    "MLFLOW_TRACKING_URI to its address (scripts/orchestrate env)"
+                )
         self.params = params
         self.tags = tags
         self.run_id: str | None = None

@@ -208,3 +208,17 @@ def test_unreachable_tracking_server_fails_fast():
     with pytest.raises(FacekeysError, match="unreachable"):
         check_reachable("http://127.0.0.1:9", timeout_s=2)
     assert time.monotonic() - start < 10
+
+
+def test_a_store_whose_artifacts_live_on_a_server_is_refused_before_training(tmp_path):
+    import mlflow
+
+    from facekeys.errors import FacekeysError
+    from facekeys.tracking import MlflowRun
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.MlflowClient(uri).create_experiment(
+        "facekeys-served", artifact_location="mlflow-artifacts:/1"
+    )
+    with pytest.raises(FacekeysError, match=r"keeps its artifacts on an MLflow server"):
+        MlflowRun(uri, "facekeys-served", params={}, tags={})
