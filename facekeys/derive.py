@@ -10,6 +10,7 @@ not depend on row order. Test rows keep all 15 points.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from facekeys.atomic import atomic_file
-from facekeys.csvfile import read_records
+from facekeys.csvfile import CsvRecords, read_records
 from facekeys.datasets import DATASETS
 from facekeys.errors import DataUnusableError, FacekeysError
 from facekeys.images import ImageLimits, ImageProblem, load_image, to_model_color
@@ -152,24 +153,11 @@ def derive_kaggle15(
     layout = DATASETS[DERIVABLE["kaggle-15"]]
     source68, out = Path(source68), Path(out)
     header = [*(f"{p}_{axis}" for p in KAGGLE_POINTS for axis in ("x", "y")), "Image"]
+    splits = [(n, split, _read_68_csv(source68 / split.csv)) for n, split in layout.splits.items()]
+    total, done = sum(len(records.rows) for _, _, records in splits), 0
+    target = dict(zip(layout.splits, DATASETS["kaggle-15"].csvs, strict=True))
     skipped: list[list[str]] = []
     result: dict[str, Any] = {}
-    splits = []
-    for split_name, split in layout.splits.items():
-        try:
-            records = read_records(source68 / split.csv)
-        except DataUnusableError as exc:
-            raise FacekeysError(f"derived source: the 68-point data is unusable: {exc}") from None
-        coordinates = [name.strip() for name in records.header[1:]]
-        if coordinates not in youtube68_header_variants():
-            raise FacekeysError(
-                f"derived source: {source68 / split.csv}: not the 68-point layout (expected an "
-                "image name column and 136 coordinates headed 0..135 or x0,y0,...,x67,y67)"
-            )
-        splits.append((split_name, split, records))
-    total = sum(len(records.rows) for _, _, records in splits)
-    done = 0
-    target = dict(zip(layout.splits, DATASETS["kaggle-15"].csvs, strict=True))
     for split_name, split, records in splits:
         written = partial = 0
         skipped_before = len(skipped)
@@ -179,22 +167,17 @@ def derive_kaggle15(
                 done += 1
                 name = fields[0].strip() if fields else ""
                 try:
-                    points68 = _points(fields)
-                    image = load_image(source68 / str(split.images), name, limits)
-                    crop, points = kaggle_row(image, points68)
+                    row, kept_few = _kaggle_line(
+                        fields, source68 / str(split.images), limits, split_name == "training"
+                    )
                 except (ImageProblem, ValueError) as problem:
                     skipped.append([split_name, str(line), name, str(problem)])
                     continue
                 finally:
                     if progress:
                         progress(done, total)
-                values = [f"{v:.6f}" for v in points.reshape(-1)]
-                if split_name == "training" and keeps_only_required(name) < PARTIAL_SHARE:
-                    values = [v if i // 2 in _REQUIRED else "" for i, v in enumerate(values)]
-                    partial += 1
-                pixels = " ".join(map(str, crop.reshape(-1).tolist()))
-                handle.write(",".join(values) + "," + pixels + "\n")
-                written += 1
+                handle.write(row)
+                written, partial = written + 1, partial + kept_few
         result[split_name] = vars(DerivedSplit(written, partial, len(skipped) - skipped_before))
         if written == 0:
             raise FacekeysError(
@@ -203,10 +186,43 @@ def derive_kaggle15(
             )
     if skipped:
         with atomic_file(out / SKIPPED_CSV, newline="") as handle:
-            handle.write("split,line,image,reason\n")
-            for row in skipped:
-                handle.write(",".join(_csv_field(v) for v in row) + "\n")
+            csv.writer(handle, lineterminator="\n").writerows(
+                [["split", "line", "image", "reason"], *skipped]
+            )
     return result
+
+
+def _read_68_csv(path: Path) -> CsvRecords:
+    """A 68-point CSV's records, refused in one line when unreadable or of another layout."""
+    try:
+        records = read_records(path)
+    except DataUnusableError as exc:
+        raise FacekeysError(f"derived source: the 68-point data is unusable: {exc}") from None
+    if [name.strip() for name in records.header[1:]] not in youtube68_header_variants():
+        raise FacekeysError(
+            f"derived source: {path}: not the 68-point layout (expected an image name column "
+            "and 136 coordinates headed 0..135 or x0,y0,...,x67,y67)"
+        )
+    return records
+
+
+def _kaggle_line(
+    fields: list[str], images: Path, limits: ImageLimits | None, may_be_partial: bool
+) -> tuple[str, bool]:
+    """One Kaggle CSV line from a 68-point row, and whether it keeps only the 4 points.
+
+    Raises:
+        ImageProblem, ValueError: the row's image or points cannot be used.
+    """
+    name = fields[0].strip() if fields else ""
+    points68 = _points(fields)
+    crop, points = kaggle_row(load_image(images, name, limits), points68)
+    values = [f"{v:.6f}" for v in points.reshape(-1)]
+    partial = may_be_partial and keeps_only_required(name) < PARTIAL_SHARE
+    if partial:
+        values = [v if i // 2 in _REQUIRED else "" for i, v in enumerate(values)]
+    pixels = " ".join(map(str, crop.reshape(-1).tolist()))
+    return ",".join(values) + "," + pixels + "\n", partial
 
 
 def _points(fields: list[str]) -> np.ndarray:
@@ -219,9 +235,3 @@ def _points(fields: list[str]) -> np.ndarray:
     if not np.isfinite(values).all():
         raise ValueError("a coordinate is not finite")
     return values.reshape(68, 2)
-
-
-def _csv_field(value: str) -> str:
-    if any(c in value for c in ',"\n\r'):
-        return '"' + value.replace('"', '""') + '"'
-    return value
