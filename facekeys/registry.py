@@ -126,26 +126,11 @@ def register_version(
                 name, description="facekeys keypoint model; aliases champion/challenger"
             )
         reference = _reference(client, name, metric, test_data, rescore)
-        decision = decide(metric, value, reference.value, min_improvement)
-        if reference.note:
-            decision = Decision(decision.alias, f"{reference.note}; {decision.reason}")
-        noise = None
-        if decision.alias == CHAMPION and reference.version is not None and paired is not None:
-            noise = paired(f"models:/{name}/{reference.version}")
-            decision = _beyond_noise(decision, noise)
-        # A tracking server refuses a logged model's URI (models:/m-<id>) as the source unless
-        # the request names the model too; a local store accepts either.
-        logged_model = (
-            model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-        )
-        version = client.create_model_version(
-            name,
-            model_uri,
-            run_id=run_id,
-            model_id=logged_model,
-            tags={**tags, "gate_metric": metric, GATE_TAG: repr(float(value))},
-            description=decision.reason,
-        )
+        decision, noise = _gate(name, metric, value, min_improvement, reference, paired)
+        version = _create_version(
+            client, name, model_uri, run_id,
+            {**tags, "gate_metric": metric, GATE_TAG: repr(float(value))}, decision.reason,
+        )  # fmt: skip
         if decision.alias == CHAMPION:
             # Re-read just before the write: a champion set meanwhile by another registration is
             # compared with, not silently replaced.
@@ -187,6 +172,38 @@ def register_version(
         "model_uri": model_uri,
         "load_with": f"models:/{name}@{alias}" if alias else f"models:/{name}/{version.version}",
     }
+
+
+def _gate(
+    name: str,
+    metric: str,
+    value: float,
+    min_improvement: float,
+    reference: _Reference,
+    paired: Callable[[str], dict[str, Any] | None] | None,
+) -> tuple[Decision, dict[str, Any] | None]:
+    """The decision against the reference, and the paired bootstrap where it was asked."""
+    decision = decide(metric, value, reference.value, min_improvement)
+    if reference.note:
+        decision = Decision(decision.alias, f"{reference.note}; {decision.reason}")
+    noise = None
+    if decision.alias == CHAMPION and reference.version is not None and paired is not None:
+        noise = paired(f"models:/{name}/{reference.version}")
+        decision = _beyond_noise(decision, noise)
+    return decision, noise
+
+
+def _create_version(
+    client: Any, name: str, model_uri: str, run_id: str, tags: dict[str, str], description: str
+) -> Any:
+    # A tracking server refuses a logged model's URI (models:/m-<id>) as the source unless the
+    # request names the model too; a local store accepts either.
+    logged_model = (
+        model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    )
+    return client.create_model_version(
+        name, model_uri, run_id=run_id, model_id=logged_model, tags=tags, description=description
+    )
 
 
 def _beyond_noise(decision: Decision, noise: dict[str, Any] | None) -> Decision:
