@@ -26,9 +26,8 @@ import numpy as np
 import torch
 from common import labelled_split
 
-from facekeys.augment import load_npz
 from facekeys.crop import keypoint_box
-from facekeys.evaluate import nme_per_image
+from facekeys.evaluate import evaluation_splits, nme_per_image
 from facekeys.images import to_model_color
 from facekeys.predict import KeypointPredictor
 from facekeys.schemes import FORMATS
@@ -49,15 +48,14 @@ def main() -> None:
     if first.card["format"] != fmt_name:
         sys.exit(f"{args.first}: another keypoint format ({first.card['format']})")
     pair = FORMATS[fmt_name].eye_pair
-    val_rows = load_npz(Path("data/augmented") / args.dataset / "val.npz")["source_index"]
     refine = predictor.refine
 
     def refined(images: list[np.ndarray], points: np.ndarray) -> np.ndarray:
         boxes = [keypoint_box(p) for p in points]
         return predictor._run(refine, images, boxes, to_model_color)
 
-    for label, split, indices in (("test", "test", None), ("val_new_people", "training", val_rows)):
-        data = labelled_split(args.dataset, predictor, split, indices)
+    for label in evaluation_splits(args.dataset):
+        data = labelled_split(args.dataset, predictor, label)
         coarse = predictor._run(first, data.images, [None] * len(data.images), to_model_color)
         path = refined(data.images, coarse)
         results = {

@@ -25,7 +25,7 @@ from common import labelled_split, trained_models
 
 from facekeys.augment import load_npz
 from facekeys.crop import apply_to_points
-from facekeys.evaluate import nme_per_image, rmse
+from facekeys.evaluate import evaluation_splits, nme_per_image, rmse
 from facekeys.predict import KeypointPredictor
 from facekeys.schemes import FORMATS
 
@@ -54,13 +54,9 @@ def main() -> None:
         fmt_name = predictor.card["format"]
         pair = FORMATS[fmt_name].eye_pair
         data_dir = Path("data/augmented") / dataset
-        val_rows = load_npz(data_dir / "val.npz")["source_index"]
         line = f"{dataset}: refine={predictor.refine is not None}"
-        for label, split, indices in (
-            ("test", "test", None),
-            ("val_new_people", "training", val_rows),
-        ):
-            data = labelled_split(dataset, predictor, split, indices)
+        for label in evaluation_splits(dataset):
+            data = labelled_split(dataset, predictor, label)
             pred = predictor.predict(data.images)
             base = mean_shape_baseline(predictor, data_dir, data.images)
             nme, base_nme = (np.nanmean(nme_per_image(p, data.points, pair)) for p in (pred, base))

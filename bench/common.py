@@ -45,17 +45,17 @@ def trained_models(datasets: list[str], threads: int = 2) -> Iterator[tuple[str,
         yield dataset, model_dir, KeypointPredictor.from_dir(model_dir)
 
 
-def labelled_split(dataset: str, predictor: Any, split: str = "test", indices: Any = None) -> Any:
-    """The validated rows of ``split`` (``test`` or ``training``; ``indices`` selects rows, e.g.
-    the new-people validation rows) with decoded images, in ``predictor``'s label convention."""
-    from facekeys.datasets import DATASETS
-    from facekeys.evaluate import load_labelled
+def labelled_split(dataset: str, predictor: Any, split: str = "test") -> Any:
+    """The validated rows of one evaluated split (``test``, ``selection``, ``new_people``: see
+    ``facekeys.evaluate.evaluation_splits``) with decoded images, in ``predictor``'s label
+    convention."""
+    from facekeys.evaluate import evaluation_splits, load_labelled
 
-    files = DATASETS[dataset].splits[split]
+    source = evaluation_splits(dataset)[split]
     return load_labelled(
         predictor.card["format"],
-        Path("data/validated") / dataset / split / "valid.csv",
-        Path("data/raw") / dataset / files.images if files.images else None,
+        source.csv,
+        source.images_dir,
         predictor.label_pixel_offset,
-        indices,
+        source.indices,
     )

@@ -45,6 +45,9 @@ from facekeys.validate import check_schema
 
 _FRAME_NUMBER = re.compile(r"[\s_\-]*\d+$")
 
+# Settings that decide which rows are held out; the refinement data must share them.
+SPLIT_KEYS = ("seed", "val_fraction", "new_people_fraction")
+
 
 @dataclass(frozen=True)
 class AugmentSettings:
@@ -52,7 +55,12 @@ class AugmentSettings:
 
     image_size: int = 128
     color: str = "gray"
+    # Held out by identity (when the format names people): ``val_fraction`` is the selection
+    # split (early stopping, epoch choice, int8 checks, the registry gate), ``new_people_fraction``
+    # the reported split that no choice reads. The new people are drawn first, so changing
+    # ``val_fraction`` never moves them.
     val_fraction: float = 0.1
+    new_people_fraction: float = 0.1
     copies: int = 4
     include_original: bool = True
     seed: int = 2026
@@ -124,6 +132,13 @@ class AugmentSettings:
             raise FacekeysError(
                 f"params.yaml: augment.refine.{dataset}: unknown keys {sorted(unknown)}"
             )
+        splitting = sorted(set(overrides) & set(SPLIT_KEYS))
+        if splitting:
+            # Another split would put held-out people into the refinement network's training.
+            raise FacekeysError(
+                f"params.yaml: augment.refine.{dataset}: {', '.join(splitting)} cannot be set "
+                "here: both networks must hold out the same people"
+            )
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
         settings = replace(base, face_box="keypoints", **values)
         settings.check()
@@ -144,6 +159,10 @@ class AugmentSettings:
             problems.append(f"image_size {self.image_size} outside 16..1024")
         if not 0.0 <= self.val_fraction < 1.0:
             problems.append(f"val_fraction {self.val_fraction} outside [0, 1)")
+        if not 0.0 <= self.new_people_fraction < 1.0:
+            problems.append(f"new_people_fraction {self.new_people_fraction} outside [0, 1)")
+        elif self.val_fraction + self.new_people_fraction >= 1.0:
+            problems.append("val_fraction + new_people_fraction leave no training rows")
         if self.copies < 0 or (self.copies == 0 and not self.include_original):
             problems.append("copies must be >= 0, and > 0 without include_original")
         if problems:
@@ -205,25 +224,34 @@ def identity_of(name: str) -> str:
 
 
 def identity_split(
-    identities: list[str], val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Splits row indices so that no identity is on both sides; about ``val_fraction`` of the rows
-    go to validation. Returns (train indices, val indices), each sorted."""
+    identities: list[str], held_out: dict[str, float], seed: int
+) -> dict[str, np.ndarray]:
+    """Splits row indices so that no identity is in two parts.
+
+    Args:
+        identities: The person of each row.
+        held_out: Part name -> share of the rows, filled in this order from one seeded order
+            of the identities (so a later part never changes an earlier one).
+        seed: Seeds the order.
+
+    Returns:
+        ``"train"`` (the rest) and each held-out part -> sorted row indices.
+    """
     unique = sorted(set(identities))
-    order = np.random.default_rng(seed).permutation(len(unique))
-    target = val_fraction * len(identities)
+    order = [unique[k] for k in np.random.default_rng(seed).permutation(len(unique))]
     counts: dict[str, int] = {}
     for ident in identities:
         counts[ident] = counts.get(ident, 0) + 1
-    val_ids: set[str] = set()
-    taken = 0
-    for k in order:
-        if taken >= target:
-            break
-        val_ids.add(unique[k])
-        taken += counts[unique[k]]
-    is_val = np.array([ident in val_ids for ident in identities], bool)
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    part_of: dict[str, str] = {}
+    position = 0
+    for part, fraction in held_out.items():
+        target, taken = fraction * len(identities), 0
+        while position < len(order) and taken < target:
+            part_of[order[position]] = part
+            taken += counts[order[position]]
+            position += 1
+    labels = np.array([part_of.get(ident, "train") for ident in identities], dtype=object)
+    return {part: np.flatnonzero(labels == part) for part in ("train", *held_out)}
 
 
 @dataclass
@@ -501,7 +529,8 @@ def augment_dataset(
     detector: DetectorSettings | None = None,
     data_source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Builds ``train.npz``, ``val.npz``, ``test.npz``, ``meta.json`` and ``preview.png``.
+    """Builds ``train.npz``, ``val.npz`` (selection), ``new_people.npz`` (reported; empty where
+    the format names no people), ``test.npz``, ``meta.json`` and ``preview.png``.
 
     Args:
         fmt_name: CSV format id.
@@ -525,24 +554,32 @@ def augment_dataset(
     training = read_split(fmt, *splits["training"])
     test = read_split(fmt, *splits["test"])
     if fmt.has_image_column:
-        # Kaggle rows carry no names, hence no identities: split rows at random.
+        # Kaggle rows carry no names, hence no identities: the selection rows are drawn at
+        # random (their people may be in training) and there is no new-people split.
         identities = [f"row{i}" for i in range(len(training.names))]
-        split_kind = "random rows (the format has no image names)"
+        split_kind = "random rows (the format names no people)"
+        held_out = {"new_people": 0.0, "val": settings.val_fraction}
     else:
         identities = [identity_of(n) for n in training.names]
         split_kind = "by identity (file name without its frame number)"
+        held_out = {"new_people": settings.new_people_fraction, "val": settings.val_fraction}
     if settings.face_box == "keypoints":
         _refuse_partial_labels(fmt_name, splits, {"training": training, "test": test})
-    train_idx, val_idx = identity_split(identities, settings.val_fraction, settings.seed)
+    parts = identity_split(identities, held_out, settings.seed)
+    train_idx, val_idx, people_idx = parts["train"], parts["val"], parts["new_people"]
     if len(train_idx) == 0:
         raise FacekeysError(
             f"{splits['training'][0]}: no training rows left after holding out "
-            f"val_fraction {settings.val_fraction} ({len(set(identities))} identities)"
+            f"val_fraction {settings.val_fraction} and new_people_fraction "
+            f"{settings.new_people_fraction} ({len(set(identities))} identities)"
         )
 
     built = {
         "train": build_split(fmt_name, training, train_idx, settings, True, 0, "augment train"),
         "val": build_split(fmt_name, training, val_idx, settings, False, 1, "crop val"),
+        "new_people": build_split(
+            fmt_name, training, people_idx, settings, False, 3, "crop new people"
+        ),
         "test": build_split(
             fmt_name, test, np.arange(len(test.names)), settings, False, 2, "crop test"
         ),
@@ -577,13 +614,27 @@ def augment_dataset(
         "split": {
             "kind": split_kind,
             "val_fraction": settings.val_fraction,
+            "new_people_fraction": held_out["new_people"],
+            "roles": {
+                "train": "training",
+                "val": "selection: early stopping, epoch choice, int8 calibration checks and "
+                "the registry gate",
+                "new_people": "reported: people in no other part, read by no choice",
+                "test": "reported: the data set's own test split",
+            },
             "identities": {
                 "train": len({identities[i] for i in train_idx}),
                 "val": len({identities[i] for i in val_idx}),
+                "new_people": len({identities[i] for i in people_idx}),
             },
         },
         "counts": {
-            "source_rows": {"train": len(train_idx), "val": len(val_idx), "test": len(test.names)},
+            "source_rows": {
+                "train": len(train_idx),
+                "val": len(val_idx),
+                "new_people": len(people_idx),
+                "test": len(test.names),
+            },
             "samples": {k: len(v["images"]) for k, v in built.items()},
             "augmented_copies": int(augmented.sum()),
             "flipped": int(train["flipped"].sum()),
@@ -608,7 +659,7 @@ def augment_dataset(
         f"{out_dir}: train {meta['counts']['samples']['train']} samples "
         f"({len(train_idx)} images x {settings.copies} copies"
         f"{' + original' if settings.include_original else ''}), "
-        f"val {len(val_idx)}, test {len(test.names)}"
+        f"val {len(val_idx)}, new people {len(people_idx)}, test {len(test.names)}"
     )
     return meta
 

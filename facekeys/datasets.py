@@ -22,11 +22,14 @@ class DatasetLayout:
         format: CSV format id (see ``facekeys.schemes.FORMATS``).
         splits: Split name -> CSV and image folder, relative to the data set folder.
         csv_zips: CSVs a source may ship zipped, as (csv, zip) pairs (Kaggle's ``training.zip``).
+        test_people: Whether the test split's people also appear in training, in words: what
+            its numbers can claim.
     """
 
     format: str
     splits: dict[str, Split]
     csv_zips: tuple[tuple[str, str], ...] = ()
+    test_people: str = ""
 
     @property
     def csvs(self) -> tuple[str, ...]:
@@ -44,11 +47,15 @@ DATASETS: dict[str, DatasetLayout] = {
             "training": Split("training_frames_keypoints.csv", "training"),
             "test": Split("test_frames_keypoints.csv", "test"),
         },
+        test_people="seen: test frames come from the same clips as training frames (optimistic)",
     ),
     "kaggle-15": DatasetLayout(
         format="kaggle15",
         splits={"training": Split("training.csv", None), "test": Split("test.csv", None)},
         csv_zips=(("training.csv", "training.zip"), ("test.csv", "test.zip")),
+        # Kaggle rows name no people: held-out rows (fetch's, or derived from the 68-point test
+        # frames) may show people who are also in training.
+        test_people="unknown: rows name no people, so test faces may be of people in training",
     ),
 }
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from facekeys.augment import read_split
+from facekeys.augment import load_npz, read_split
+from facekeys.datasets import DATASETS
 from facekeys.images import ImageLimits, load_image
 from facekeys.schemes import FORMATS
 
@@ -24,6 +25,7 @@ class LabelledImages:
     names: list[str]
     images: list[np.ndarray]
     points: np.ndarray
+    label_pixel_offset: float = 0.0  # subtracted from the source labels on reading
 
 
 def load_labelled(
@@ -50,6 +52,7 @@ def load_labelled(
         names=[rows.names[i] for i in keep],
         images=images,
         points=rows.points[keep] - label_pixel_offset,
+        label_pixel_offset=label_pixel_offset,
     )
 
 
@@ -69,12 +72,15 @@ def point_errors(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 def labelled_sha256(data: LabelledImages) -> str:
     """A hash of exactly what a split's score depends on: its labels and its pixels, in order.
 
-    Two scores are comparable only when this matches (the registry gate checks it).
+    Two scores are comparable only when this matches (the registry gate checks it). The labels
+    are hashed as the source has them, so models with other label conventions (whose errors
+    are the same in the source's pixels) score the same data.
     """
     import hashlib
 
     digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(data.points, dtype=np.float64).tobytes())
+    source_labels = data.points.astype(np.float64) + data.label_pixel_offset
+    digest.update(np.ascontiguousarray(np.round(source_labels, 4)).tobytes())
     for image in data.images:
         digest.update(repr((image.shape, str(image.dtype))).encode())
         digest.update(np.ascontiguousarray(image).tobytes())
@@ -303,10 +309,43 @@ def error_plots(results: dict[str, dict], fmt_name: str) -> bytes:
 class SplitSource:
     """Where one evaluated split comes from."""
 
-    label: str  # e.g. "test", "val_new_people"
+    label: str  # a key of SPLIT_ROLES
     csv: Path
     images_dir: Path | None
     indices: np.ndarray | None = None  # rows of the CSV to use (validation rows of training)
+
+
+# What each scored split of eval.json is, for readers of eval.json, MLflow and the README.
+SPLIT_ROLES = {
+    "selection": "selection (val.npz): early stopping, epoch choice, int8 checks and the "
+    "registry gate read it, so its numbers are optimistic",
+    "new_people": "reported: people in neither training nor selection, read by no choice: "
+    "the estimate for new faces",
+    "test": "reported: the data set's own test split, read by no choice",
+}
+
+
+def evaluation_splits(dataset: str, root: str | os.PathLike[str] = ".") -> dict[str, SplitSource]:
+    """The splits the evaluate stage scores and the gate may compare on, by their eval.json
+    name: ``test``, ``selection`` (the rows of ``val.npz``) and, where the data set names people,
+    ``new_people`` (the rows of ``new_people.npz``)."""
+    root = Path(root)
+    layout = DATASETS[dataset]
+    raw, validated = root / "data/raw" / dataset, root / "data/validated" / dataset
+    augmented = root / "data/augmented" / dataset
+
+    def source(label: str, split: str, indices: np.ndarray | None = None) -> SplitSource:
+        images = layout.splits[split].images
+        return SplitSource(
+            label, validated / split / "valid.csv", raw / images if images else None, indices
+        )
+
+    found = {"test": source("test", "test")}
+    for label, npz in (("selection", "val.npz"), ("new_people", "new_people.npz")):
+        rows = load_npz(augmented / npz)["source_index"] if (augmented / npz).is_file() else []
+        if len(rows):
+            found[label] = source(label, "training", np.asarray(rows))
+    return found
 
 
 def gate_metric_function(key: str, fmt_name: str) -> Any:
@@ -389,6 +428,7 @@ def evaluate_model(
     out: dict[str, Path],
     log: Any = None,
     model_identity: dict[str, Any] | None = None,
+    test_people: str | None = None,
 ) -> dict[str, Any]:
     """Scores a model folder and a mean-shape baseline on each split.
 
@@ -400,6 +440,8 @@ def evaluate_model(
             ``gallery_png``; each written atomically.
         model_identity: Which model this is (MLflow run, logged model, weights hash), recorded
             as ``model`` so that ``register`` can refuse a score that belongs to another.
+        test_people: Whether the test split's people are also in training, in words
+            (``facekeys.datasets.DatasetLayout.test_people``), recorded as ``test_people``.
 
     Returns:
         The content of ``eval.json``.
@@ -455,8 +497,8 @@ def evaluate_model(
         "normaliser": "outer eye corners (subject's right, left): "
         + ", ".join(predictor.keypoint_names[i] for i in OUTER_EYE_CORNERS[fmt_name]),
         "refinement_model": predictor.refine is not None,
-        "note": "test images come from the same clips as training frames (optimistic); "
-        "val_new_people holds identities never trained on: the estimate for new faces",
+        "splits": {split.label: SPLIT_ROLES.get(split.label, "") for split in splits},
+        **({"test_people": test_people} if test_people else {}),
         **{label: r["metrics"] for label, r in results.items()},
     }
     write_json(out["eval_json"], report)

@@ -15,7 +15,7 @@ network writes the heatmaps: the soft-argmax reads small differences between hea
 quantising that layer too took the test NME from 3.79 % to 7.9 % (README, "Export"). The first
 one of a gray network reads a single channel, where ONNX Runtime's int8 kernel is 5x slower than
 its float one (67 against 14 microseconds at 96 px). They cannot match PyTorch to 1e-4, so they
-are checked on accuracy instead: the NME on the test crops may rise by at most
+are checked on accuracy instead: the NME on the selection crops (val.npz) may rise by at most
 ``max_nme_increase``.
 """
 
@@ -47,7 +47,7 @@ class Int8Settings:
 
     Attributes:
         calibration_crops: Training crops (seeded sample) that set the activation ranges.
-        max_nme_increase: Largest accepted rise of the test-crop NME over PyTorch's (fraction of
+        max_nme_increase: Largest accepted rise of the check-crop NME over PyTorch's (fraction of
             the outer-eye-corner distance; 0.002 = 0.2 percentage points).
         seed: Seed of the calibration sample.
     """
@@ -81,8 +81,8 @@ class Int8Data:
     """What quantising one network needs: crops to calibrate on, labelled crops to check on."""
 
     calibration: np.ndarray  # uint8 crops (training)
-    test_points: np.ndarray  # (N, P, 2) in input pixels of the check crops
-    test_mask: np.ndarray  # (N, P) labelled
+    check_points: np.ndarray  # (N, P, 2) in input pixels of the check crops
+    check_mask: np.ndarray  # (N, P) labelled
 
 
 # Quantised operator types. Besides the convolutions, the residual and pyramid additions, ReLUs
@@ -220,6 +220,12 @@ def export_model(
             files = _export_network(stage, staging, name)
             x = stage.normalise(check_crops[name])
             reference = run_network(stage.model, x)
+            broken = ~np.isfinite(reference).all(axis=tuple(range(1, reference.ndim)))
+            if broken.any():
+                raise FacekeysError(
+                    f"export: the {name} network predicts NaN or infinity on {int(broken.sum())} "
+                    f"of {len(x)} check crops (in PyTorch): the model is broken; not exported"
+                )
             loaded = {
                 "torchscript": torch.jit.load(str(staging / files["torchscript"])),
                 "onnx": onnx_session(staging / files["onnx"]),
@@ -245,7 +251,7 @@ def export_model(
                     stage, staging / files["onnx_int8"], x, reference, int8_data[name], int8, name
                 )
                 log(
-                    f"{name} onnx_int8: test-crop NME {100 * int8_report['nme_int8']:.3f} % "
+                    f"{name} onnx_int8: selection-crop NME {100 * int8_report['nme_int8']:.3f} % "
                     f"(PyTorch {100 * int8_report['nme_pytorch']:.3f} %)"
                 )
             card_networks.append(
@@ -294,7 +300,7 @@ def _check_int8(
 
     session = onnx_session(path)
     out = np.concatenate([run_network(session, x[i : i + 64]) for i in range(0, len(x), 64)])
-    target = np.where(data.test_mask[..., None], data.test_points, np.nan)
+    target = np.where(data.check_mask[..., None], data.check_points, np.nan)
     pair = OUTER_EYE_CORNERS[stage.card["format"]]
     nme = {
         label: float(np.nanmean(nme_per_image(points * stage.size, target, pair)))
@@ -308,7 +314,7 @@ def _check_int8(
     }
     if not nme["int8"] - nme["pytorch"] <= settings.max_nme_increase:
         raise FacekeysError(
-            f"export: {name} int8 test-crop NME {nme['int8']:.4f} is "
+            f"export: {name} int8 selection-crop NME {nme['int8']:.4f} is "
             f"{nme['int8'] - nme['pytorch']:.4f} above PyTorch's {nme['pytorch']:.4f} "
             f"(limit export.int8.max_nme_increase {settings.max_nme_increase}; set export.int8 "
             "to null to skip int8 files)"

@@ -355,7 +355,7 @@ def metrics_snapshot(root: str | os.PathLike[str], datasets: list[str]) -> dict[
         register = _read_json(folder / "register.json")
         train = _read_json(folder / "train.json")
         test = evaluation.get("test") or {}
-        new_people = evaluation.get("val_new_people") or {}
+        new_people = evaluation.get("new_people") or {}
         snapshot[dataset] = {
             "test_nme": test.get("nme_mean"),
             "new_people_nme": new_people.get("nme_mean"),

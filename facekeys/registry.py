@@ -1,5 +1,5 @@
 """The promotion gate: a new model version becomes ``@champion`` only when it beats the current
-champion on the test set by at least ``min_improvement``; otherwise ``@challenger``.
+champion on the gate's held-out data by at least ``min_improvement``; otherwise ``@challenger``.
 
 Uses registry aliases (MLflow 3), never the deprecated stages. One registered model per data set.
 """
@@ -19,8 +19,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 # The tag on every version that holds its gate metric (lower is better).
 GATE_TAG = "gate_metric_value"
-# The hash of the test data a version was scored on (``facekeys.evaluate.labelled_sha256``).
-TEST_DATA_TAG = "test_data_sha256"
+# The hash of the held-out data a version was scored on (``facekeys.evaluate.labelled_sha256``).
+GATE_DATA_TAG = "gate_data_sha256"
 
 
 @dataclass(frozen=True)
@@ -90,15 +90,15 @@ def register_version(
     ``register.json``.
 
     The new value is compared with the champion's only when both were scored with the same gate
-    metric on the same test data (tag ``test_data_sha256``). Otherwise ``rescore`` (given the
-    champion's ``models:/<name>/<version>`` URI) scores the champion again on this test data;
+    metric on the same data (tag ``gate_data_sha256``). Otherwise ``rescore`` (given the
+    champion's ``models:/<name>/<version>`` URI) scores the champion again on this data;
     without it the new version cannot be compared and stays a challenger. Without a champion
     (never set, or its version deleted) the best comparable existing version is the reference.
     ``@challenger`` names the best version scored like the champion that is not the champion; a
     new version that is neither gets no alias and is loaded by its number.
 
     A version that beats the champion by the margin is promoted only when ``paired`` (given the
-    champion's URI: a paired bootstrap of the gain on the same test images, see
+    champion's URI: a paired bootstrap of the gain on the same images, see
     ``facekeys.evaluate.paired_bootstrap_gain``) puts the gain's lower confidence bound above 0;
     the interval goes into the description and the record.
 
@@ -117,7 +117,7 @@ def register_version(
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    test_data = tags.get(TEST_DATA_TAG)
+    gate_data = tags.get(GATE_DATA_TAG)
     try:
         try:
             client.get_registered_model(name)
@@ -125,7 +125,7 @@ def register_version(
             client.create_registered_model(
                 name, description="facekeys keypoint model; aliases champion/challenger"
             )
-        reference = _reference(client, name, metric, test_data, rescore)
+        reference = _reference(client, name, metric, gate_data, rescore)
         decision, noise = _gate(name, metric, value, min_improvement, reference, paired)
         version = _create_version(
             client, name, model_uri, run_id,
@@ -136,7 +136,7 @@ def register_version(
             # compared with, not silently replaced.
             now = _alias_version(client, name, CHAMPION)
             if now is not None and now != reference.version:
-                again = _reference(client, name, metric, test_data, rescore)
+                again = _reference(client, name, metric, gate_data, rescore)
                 decision = decide(metric, value, again.value, min_improvement)
                 reference = again
         if decision.alias == CHAMPION:
@@ -165,7 +165,7 @@ def register_version(
         "gate_metric": metric,
         "value": value,
         "min_improvement": min_improvement,
-        "test_data_sha256": test_data,
+        "gate_data_sha256": gate_data,
         "previous_champion_version": int(reference.version) if reference.version else None,
         "previous_champion_value": reference.value,
         "paired_bootstrap": noise,
@@ -211,7 +211,7 @@ def _beyond_noise(decision: Decision, noise: dict[str, Any] | None) -> Decision:
     if noise is None:
         return decision
     interval = (
-        f"paired bootstrap over {noise['clusters']} groups of test images: gain "
+        f"paired bootstrap over {noise['clusters']} groups of images: gain "
         f"{noise['gain']:.4g}, {noise['confidence']:.0%} lower bound {noise['low']:.4g}"
     )
     if math.isfinite(noise["low"]) and noise["low"] > 0:
@@ -239,12 +239,12 @@ def _alias_version(client: Any, name: str, alias: str) -> str | None:
         return None
 
 
-def _comparable(version: Any, metric: str, test_data: str | None) -> float | None:
+def _comparable(version: Any, metric: str, gate_data: str | None) -> float | None:
     """A version's gate value where it was scored like the new one, else None."""
     tags = version.tags or {}
     if tags.get("gate_metric") != metric or GATE_TAG not in tags:
         return None
-    if tags.get(TEST_DATA_TAG) != test_data:
+    if tags.get(GATE_DATA_TAG) != gate_data:
         return None
     value = float(tags[GATE_TAG])
     return value if math.isfinite(value) else None
@@ -254,7 +254,7 @@ def _reference(
     client: Any,
     name: str,
     metric: str,
-    test_data: str | None,
+    gate_data: str | None,
     rescore: Callable[[str], float] | None,
 ) -> _Reference:
     champion = _alias_version(client, name, CHAMPION)
@@ -262,7 +262,7 @@ def _reference(
         values = [
             (value, str(v.version))
             for v in client.search_model_versions(f"name='{name}'")
-            if (value := _comparable(v, metric, test_data)) is not None
+            if (value := _comparable(v, metric, gate_data)) is not None
         ]
         if not values:
             return _Reference(None, None)
@@ -270,20 +270,18 @@ def _reference(
         note = f"no champion alias: compared with the best existing version {version}"
         return _Reference(None, value, note, best_existing=version)
     current = client.get_model_version(name, champion)
-    value = _comparable(current, metric, test_data)
+    value = _comparable(current, metric, gate_data)
     if value is not None:
         return _Reference(champion, value)
     why = (
         f"gated on {current.tags.get('gate_metric', 'nothing')!r}"
         if current.tags.get("gate_metric") != metric
-        else "scored on other test data"
+        else "scored on other data"
     )
     if rescore is None:
         return _Reference(champion, math.nan, f"the champion (version {champion}) was {why}")
     rescored = float(rescore(f"models:/{name}/{champion}"))
-    note = (
-        f"the champion (version {champion}) was {why}: re-scored on this test data, {rescored:.6g}"
-    )
+    note = f"the champion (version {champion}) was {why}: re-scored on this data, {rescored:.6g}"
     return _Reference(champion, rescored if math.isfinite(rescored) else None, note)
 
 
@@ -293,11 +291,11 @@ def _best_challenger(client: Any, name: str) -> str | None:
     if champion is None:
         return None
     tags = client.get_model_version(name, champion).tags or {}
-    metric, test_data = tags.get("gate_metric"), tags.get(TEST_DATA_TAG)
+    metric, gate_data = tags.get("gate_metric"), tags.get(GATE_DATA_TAG)
     values = [
         (value, int(v.version))
         for v in client.search_model_versions(f"name='{name}'")
-        if str(v.version) != champion and (value := _comparable(v, metric, test_data)) is not None
+        if str(v.version) != champion and (value := _comparable(v, metric, gate_data)) is not None
     ]
     return str(min(values)[1]) if values else None
 

@@ -1,16 +1,16 @@
-"""DVC stage evaluate@<dataset>: models/<dataset> on the untouched test split and on the
-identity-split validation rows (new people) -> metrics/<dataset>/eval.json, eval_ced.csv,
-eval_landmarks.csv, eval_errors.png, eval_gallery.png; the metrics and plots are also added to
-the model's MLflow training run."""
+"""DVC stage evaluate@<dataset>: models/<dataset> scored once on each held-out split: the
+data set's test split, the new people (identities in no other split, where the data set names
+people) and the selection rows (val.npz, which chose the epoch: optimistic) ->
+metrics/<dataset>/eval.json, eval_ced.csv, eval_landmarks.csv, eval_errors.png,
+eval_gallery.png; the metrics and plots are also added to the model's MLflow training run."""
 
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from facekeys.augment import load_npz
 from facekeys.datasets import DATASETS
-from facekeys.evaluate import SplitSource, evaluate_model
+from facekeys.evaluate import evaluate_model, evaluation_splits
 from facekeys.stagekit import dataset_arg, run_stage
 from facekeys.tracking import (
     flat_metrics,
@@ -24,17 +24,7 @@ from facekeys.tracking import (
 def main(params: dict[str, Any], argv: list[str]) -> None:
     dataset = dataset_arg(argv, params)
     section = params.get("evaluate", {})
-    layout = DATASETS[dataset]
-    raw, validated = Path("data/raw") / dataset, Path("data/validated") / dataset
     augmented, metrics = Path("data/augmented") / dataset, Path("metrics") / dataset
-
-    def source(label: str, split: str, indices=None) -> SplitSource:
-        images = layout.splits[split].images
-        return SplitSource(
-            label, validated / split / "valid.csv", raw / images if images else None, indices
-        )
-
-    val_rows = load_npz(augmented / "val.npz")["source_index"]
     out = {
         "eval_json": metrics / "eval.json",
         "ced_csv": metrics / "eval_ced.csv",
@@ -47,7 +37,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     run_id = trained.get("run_id")
     report = evaluate_model(
         Path("models") / dataset,
-        [source("test", "test"), source("val_new_people", "training", val_rows)],
+        list(evaluation_splits(dataset).values()),
         augmented / "train.npz",
         out,
         log=log,
@@ -56,6 +46,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             "model_uri": trained.get("model_uri"),
             "weights_sha256": model_weights_sha256(Path("models") / dataset),
         },
+        test_people=DATASETS[dataset].test_people,
     )
     if run_id and section.get("log_to_mlflow", True):
         uri = resolve_tracking_uri(

@@ -1,6 +1,7 @@
 """DVC stage export@<dataset>: models/<dataset> -> models/<dataset>/export/ (TorchScript and ONNX
-per network, model.json), each checked against PyTorch on the test crops; with export.int8, also
-int8 ONNX files calibrated on training crops and checked on test-crop NME. The differences go to
+per network, model.json), each checked against PyTorch on the selection crops (val.npz); with
+export.int8, also int8 ONNX files calibrated on training crops and checked on selection-crop NME
+(the reported splits stay unread by any choice). The differences go to
 metrics/<dataset>/export.json."""
 
 import sys
@@ -24,24 +25,24 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     section = params.get("export", {})
     augmented = Path("data/augmented") / dataset
     folders = {"first": augmented}
-    if (augmented / "refine" / "test.npz").is_file():
+    if (augmented / "refine" / "val.npz").is_file():
         folders["refine"] = augmented / "refine"
-    tests = {name: load_npz(folder / "test.npz") for name, folder in folders.items()}
+    checks = {name: load_npz(folder / "val.npz") for name, folder in folders.items()}
     int8 = Int8Settings.from_params(section.get("int8"))
     int8_data = None
     if int8 is not None:
         int8_data = {
             name: Int8Data(
                 calibration=load_npz(folder / "train.npz")["images"],
-                test_points=tests[name]["points"],
-                test_mask=tests[name]["mask"],
+                check_points=checks[name]["points"],
+                check_mask=checks[name]["mask"],
             )
             for name, folder in folders.items()
         }
     card = export_model(
         Path("models") / dataset,
         Path("models") / dataset / "export",
-        {name: test["images"] for name, test in tests.items()},
+        {name: crops["images"] for name, crops in checks.items()},
         tolerance=float(section.get("tolerance", DEFAULT_TOLERANCE)),
         log=lambda line: print(line, file=sys.stderr),
         int8=int8,
@@ -54,7 +55,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         for n in card["networks"]
     }
     speed = int8_ms_per_face(
-        Path("models") / dataset / "export", {name: test["images"] for name, test in tests.items()}
+        Path("models") / dataset / "export",
+        {name: crops["images"] for name, crops in checks.items()},
     )
     if speed is not None:
         report["int8_ms_per_face"] = speed

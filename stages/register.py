@@ -1,7 +1,7 @@
 """DVC stage register@<dataset>: the trained model -> a new version of the registered model
 <prefix>-<dataset> in the MLflow Model Registry, @champion only if it beats the current champion
-on the test set by register.min_improvement, else @challenger; metrics/<dataset>/register.json
-says which and why."""
+on the gate's split (register.gate_metric: the selection rows, never a reported split) beyond
+the noise of a paired bootstrap; metrics/<dataset>/register.json says which and why."""
 
 import hashlib
 import json
@@ -13,10 +13,9 @@ from typing import Any
 
 from facekeys.atomic import write_json
 from facekeys.augment import identity_of
-from facekeys.datasets import DATASETS
 from facekeys.errors import FacekeysError
 from facekeys.evaluate import (
-    SplitSource,
+    evaluation_splits,
     gate_metric_function,
     load_labelled,
     paired_bootstrap_gain,
@@ -24,7 +23,7 @@ from facekeys.evaluate import (
 )
 from facekeys.predict import KeypointPredictor
 from facekeys.registry import (
-    TEST_DATA_TAG,
+    GATE_DATA_TAG,
     check_scored_model,
     logged_code_sha256,
     register_version,
@@ -73,7 +72,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     params_used = {k: params.get(k) for k in ("augment", "train")}
     tags = {
         "dataset": dataset,
-        TEST_DATA_TAG: str(scored.get("data_sha256")),
+        GATE_DATA_TAG: str(scored.get("data_sha256")),
         **git_state("."),
         **dvc_lock_hashes(".", f"augment@{dataset}"),
         "params_sha256": hashlib.sha256(
@@ -88,44 +87,46 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     )
     # Loading the model runs the code logged with it: its hash goes on the version.
     tags["code_sha256"] = logged_code_sha256(uri, train["model_uri"])
-    layout = DATASETS[dataset]
-    images = layout.splits[split].images if split in layout.splits else None
-    test = SplitSource(
-        split,
-        Path("data/validated") / dataset / split / "valid.csv",
-        Path("data/raw") / dataset / images if images else None,
-    )
+    gate_data = evaluation_splits(dataset).get(split)
 
     def rescore(version_uri: str) -> float:
-        # The champion was scored on other test data (or with another metric): score it again
+        # The champion was scored on other data (or with another metric): score it again
         # here, on exactly the data the new version was scored on.
         print(f"scoring the champion {version_uri} on this {split} data", file=sys.stderr)
+        assert gate_data is not None
         with tempfile.TemporaryDirectory() as tmp:
-            metrics = score_model_on(registered_model_dir(uri, version_uri, tmp), test)
+            metrics = score_model_on(registered_model_dir(uri, version_uri, tmp), gate_data)
         if metrics.get("data_sha256") != scored.get("data_sha256"):
-            return math.nan  # another label convention: still not the same numbers
+            return math.nan  # other labels or pixels: still not the same numbers
         found = metrics.get(key)
         return math.inf if found is None else float(found)
 
     def paired(version_uri: str) -> dict[str, Any] | None:
-        # Champion and candidate on the same test images, person by person: is the gain more
-        # than the noise of which faces happen to be in the test set?
+        # Champion and candidate on the same images, person by person: is the gain more
+        # than the noise of which faces happen to be in the split?
         metric = gate_metric_function(key, report.get("format", ""))
-        if metric is None or split not in layout.splits:
+        if metric is None or gate_data is None:
             return None
         candidate = KeypointPredictor.from_dir(Path("models") / dataset)
         fmt = candidate.card["format"]
-        data = load_labelled(fmt, test.csv, test.images_dir, candidate.label_pixel_offset)
+        data = load_labelled(
+            fmt,
+            gate_data.csv,
+            gate_data.images_dir,
+            candidate.label_pixel_offset,
+            gate_data.indices,
+        )
         with tempfile.TemporaryDirectory() as tmp:
             champion = KeypointPredictor.from_dir(registered_model_dir(uri, version_uri, tmp))
-            if champion.label_pixel_offset != candidate.label_pixel_offset:
-                return None  # other label conventions: not the same numbers
-            champion_points = champion.predict(data.images)
+            champion_points = champion.to_label_convention(champion.predict(data.images))
+        # Compared in the source's label convention: each model's own offset applied.
+        candidate_points = candidate.to_label_convention(candidate.predict(data.images))
+        target = candidate.to_label_convention(data.points)
         groups = (
             [identity_of(n) for n in data.names] if fmt == "youtube68" else range(len(data.names))
         )
         return paired_bootstrap_gain(
-            metric, champion_points, candidate.predict(data.images), data.points, list(groups)
+            metric, champion_points, candidate_points, target, list(groups)
         )
 
     record = register_version(
@@ -137,7 +138,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         float(value),
         float(_per_dataset(section, "min_improvement", dataset)),
         tags,
-        rescore=rescore if split in layout.splits else None,
+        rescore=rescore if gate_data is not None else None,
         paired=paired,
     )
     write_json(metrics / "register.json", record)

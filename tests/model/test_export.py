@@ -3,6 +3,7 @@ model predicts through the same path (and the same CLI) as the PyTorch one."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import json
@@ -122,19 +123,90 @@ def test_int8_export_refuses_a_network_that_loses_accuracy(two_stage, tmp_path):
     train(root / "aug", root / "model", root / "c1.pt", TINY)
     crops = {"first": load_npz(root / "aug" / "test.npz")["images"]}
     strict = Int8Settings(calibration_crops=8, max_nme_increase=-1.0)  # nothing can pass
-    with pytest.raises(FacekeysError, match=r"export: first int8 test-crop NME .* export\.int8 to"):
+    with pytest.raises(
+        FacekeysError, match=r"export: first int8 selection-crop .* export\.int8 to"
+    ):
         export_model(root / "model", tmp_path / "export", crops, int8=strict,
                      int8_data=_int8_data(root))  # fmt: skip
     assert not (tmp_path / "export").exists()
+
+
+def test_export_refuses_a_model_with_nan_weights(two_stage, tmp_path):
+    import torch
+
+    root = two_stage["dir"]
+    train(root / "aug", root / "model", root / "c1.pt", TINY)
+    state = torch.load(root / "model" / "model.pt", weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 4)
+    state[name] = torch.full_like(state[name], float("nan"))
+    torch.save(state, root / "model" / "model.pt")
+    crops = {"first": load_npz(root / "aug" / "test.npz")["images"]}
+    with pytest.raises(FacekeysError, match=r"export: the first network predicts NaN or inf"):
+        export_model(root / "model", tmp_path / "export", crops)
+    assert not (tmp_path / "export").exists()
+
+
+def test_export_refuses_an_exported_file_that_lost_its_weights(two_stage, tmp_path,
+                                                               monkeypatch):  # fmt: skip
+    """The files written from a copy whose convolutions are zeroed (what a broken export
+    would give) fail the check at the shipped tolerance."""
+    import torch
+
+    import facekeys.export as export
+
+    root = two_stage["dir"]
+    train(root / "aug", root / "model", root / "c1.pt", TINY)
+    write_files = export._export_network
+
+    def zeroed_export(stage, folder, name):
+        broken = dataclasses.replace(stage, model=copy.deepcopy(stage.model))
+        with torch.no_grad():
+            for module in broken.model.modules():
+                if isinstance(module, torch.nn.Conv2d):
+                    module.weight.zero_()
+        return write_files(broken, folder, name)
+
+    monkeypatch.setattr(export, "_export_network", zeroed_export)
+    crops = {"first": load_npz(root / "aug" / "test.npz")["images"]}
+    with pytest.raises(FacekeysError, match=r"export: first torchscript differs from PyTorch"):
+        export_model(root / "model", tmp_path / "export", crops)
+    assert not (tmp_path / "export").exists()
+
+
+def test_int8_export_refuses_a_network_calibrated_on_blank_crops(two_stage, tmp_path):
+    """Calibration on black crops gives activation ranges that clip real faces: the int8
+    network loses accuracy, and the check catches it at the shipped limit."""
+    root = two_stage["dir"]
+    train(root / "aug", root / "model", root / "c1.pt", TINY)
+    crops = {"first": load_npz(root / "aug" / "test.npz")["images"]}
+    data = _int8_data(root)["first"]
+    blank = dataclasses.replace(data, calibration=np.zeros_like(data.calibration))
+    shipped = Int8Settings(calibration_crops=16)
+    with pytest.raises(FacekeysError, match=r"export: first int8 selection-crop NME"):
+        export_model(root / "model", tmp_path / "export", crops, int8=shipped,
+                     int8_data={"first": blank})  # fmt: skip
+    # The same network calibrated on its training crops passes the same check.
+    export_model(root / "model", tmp_path / "export", crops, int8=shipped,
+                 int8_data={"first": data})  # fmt: skip
 
 
 def test_predict_cli_takes_the_int8_file(exported, tmp_path):
     two_stage, _card, _crops = exported
     int8_file = two_stage["dir"] / "model" / "export" / "first.int8.onnx"
     out = tmp_path / "int8.csv"
+    fp32 = tmp_path / "fp32.csv"
     assert main(["predict", str(two_stage["folder"]), "--model", str(int8_file),
                  "--out", str(out)]) == 0  # fmt: skip
-    assert len(list(csv.reader(out.open()))) == 41
+    assert main(["predict", str(two_stage["folder"]), "--model", str(int8_file.with_name(
+        "first.onnx")), "--out", str(fp32)]) == 0  # fmt: skip
+    rows_int8, rows_fp32 = (list(csv.reader(path.open())) for path in (out, fp32))
+    assert len(rows_int8) == 41 and [r[0] for r in rows_int8] == [r[0] for r in rows_fp32]
+    values = [np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+              for rows in (rows_int8, rows_fp32)]  # fmt: skip
+    difference = np.abs(values[0] - values[1])
+    print(f"int8 vs fp32: mean {difference.mean():.3f} px, max {difference.max():.3f} px")
+    # Same points within quantisation noise, on 56 px wide images.
+    assert difference.mean() < 0.3 and difference.max() < 2.0
 
 
 def test_int8_params_are_checked_in_one_line():

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from facekeys.cli import main
 from facekeys.predict import KeypointPredictor
@@ -53,6 +54,34 @@ def test_predict_folder_with_a_corrupt_image(tiny_model, tmp_path, capsys):
     expected = predictor.to_label_convention(predictor.predict([image]))[0].reshape(-1)
     assert np.allclose([float(v) for v in rows[2][1:]], expected, atol=1e-3)
     assert expected.reshape(-1, 2)[:, 0].max() < 56 + 10  # original pixels, not crop pixels
+
+
+class _DotFinder(torch.nn.Module):
+    """Stands in for a network that is exactly right: every point at the brightest pixel of
+    its input, in the networks' output units (input pixels / size)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, _, size = x.shape
+        flat = x[:, 0].reshape(n, -1).argmax(dim=1)
+        xy = torch.stack([flat % size, flat // size], dim=1).float() / size
+        return xy[:, None, :].expand(n, 68, 2)
+
+
+def test_predictions_come_back_in_the_labels_convention(tiny_model):
+    """A model that finds a dot exactly, on a dot drawn at pixel (20, 12): the prediction path
+    reports the pixel plus the model's label offset (41, 31 for 1-based labels), whatever the
+    crop; checked against the drawn pixel, not against to_label_convention."""
+    predictor = KeypointPredictor.from_dir(tiny_model)
+    predictor.first.model, predictor.refine = _DotFinder(), None
+    size = predictor.first.size
+    image = np.zeros((size, size), np.uint8)
+    image[12, 20] = 255
+    points = predictor.predict([image])
+    assert np.allclose(points[0], (20.0, 12.0), atol=1e-4)
+    offset = predictor.label_pixel_offset
+    assert offset in (0.5, 1.0)  # the conventions the data sets use
+    labels = predictor.to_label_convention(points)
+    assert np.allclose(labels[0], (20.0 + offset, 12.0 + offset), atol=1e-4)
 
 
 def test_predict_user_errors_are_one_line(tiny_model, tmp_path, capsys):

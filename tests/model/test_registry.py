@@ -162,7 +162,7 @@ def test_the_gate_compares_like_with_like_and_keeps_a_champion(logged_model, mon
 
     def register(value, test="A", rescore=None, name="facekeys-gate"):
         return register_version(uri, name, model_uri, run_id, "test.nme_mean", value, 0.0005,
-                                {registry.TEST_DATA_TAG: test}, rescore=rescore)  # fmt: skip
+                                {registry.GATE_DATA_TAG: test}, rescore=rescore)  # fmt: skip
 
     def aliases(name="facekeys-gate"):
         return {a: registry._alias_version(client, name, a) for a in (CHAMPION, CHALLENGER)}
@@ -179,13 +179,13 @@ def test_the_gate_compares_like_with_like_and_keeps_a_champion(logged_model, mon
 
     # An easier test set cannot crown a model: without re-scoring it is not comparable ...
     other = register(0.01, test="B")  # v4
-    assert other["alias"] is None and "scored on other test data" in other["reason"]
+    assert other["alias"] is None and "scored on other data" in other["reason"]
     assert aliases()[CHAMPION] == "1"
     # ... and with re-scoring the champion is judged on the same data first.
     scored = []
     rescored = register(0.03, test="B", rescore=lambda u: scored.append(u) or 0.02)  # v5
     assert scored == ["models:/facekeys-gate/1"] and rescored["alias"] is None
-    assert "re-scored on this test data, 0.02" in rescored["reason"]
+    assert "re-scored on this data, 0.02" in rescored["reason"]
     better = register(0.01, test="B", rescore=lambda u: 0.02)  # v6
     assert better["alias"] == CHAMPION and aliases()[CHAMPION] == "6"
 

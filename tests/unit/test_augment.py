@@ -12,6 +12,7 @@ import pytest
 
 from facekeys.augment import AugmentSettings, augment_dataset, identity_of, identity_split, load_npz
 from facekeys.crop import apply_to_points, flip_points, jitter_matrix
+from facekeys.errors import FacekeysError
 from facekeys.schemes import IBUG68_FLIP, KAGGLE15_FLIP, KAGGLE_POINTS
 from tests.conftest import HEADER68, KAGGLE_HEADER, face_points_68, kaggle_row, row68, write_csv
 
@@ -19,6 +20,7 @@ QUIET = AugmentSettings(
     image_size=64,
     copies=3,
     val_fraction=0.0,
+    new_people_fraction=0.0,
     brightness_contrast=0.0,
     gamma_range=(1.0, 1.0),
     blur_p=0.0,
@@ -116,25 +118,73 @@ def test_identity_of_and_split():
     assert identity_of("42.png") == "42"
     names = [f"person{p}_{f:02d}.jpg" for p in range(30) for f in range(p % 4 + 1)]
     ids = [identity_of(n) for n in names]
-    train, val = identity_split(ids, 0.2, seed=7)
-    assert {ids[i] for i in train}.isdisjoint({ids[i] for i in val})
-    assert sorted([*train, *val]) == list(range(len(names)))
-    assert 0.15 <= len(val) / len(names) <= 0.35
+    parts = identity_split(ids, {"new_people": 0.2, "val": 0.2}, seed=7)
+    people = {part: {ids[i] for i in rows} for part, rows in parts.items()}
+    assert people["train"].isdisjoint(people["val"] | people["new_people"])
+    assert people["val"].isdisjoint(people["new_people"])
+    assert sorted(np.concatenate(list(parts.values()))) == list(range(len(names)))
+    for part in ("val", "new_people"):
+        assert 0.15 <= len(parts[part]) / len(names) <= 0.35
+    # The reported new people stay the same whatever share goes to selection.
+    wider = identity_split(ids, {"new_people": 0.2, "val": 0.4}, seed=7)
+    assert np.array_equal(wider["new_people"], parts["new_people"])
+    assert len(wider["val"]) > len(parts["val"])
 
 
 def test_split_by_identity_in_outputs(tmp_path):
-    names = [f"person{p}_{f:02d}.png" for p in range(8) for f in range(3)]
+    names = [f"person{p}_{f:02d}.png" for p in range(10) for f in range(3)]
     splits = youtube_dataset(tmp_path, names, face_points_68())
-    augment_dataset(
-        "youtube68", splits, tmp_path / "out", dataclasses.replace(QUIET, val_fraction=0.3)
+    settings = dataclasses.replace(QUIET, val_fraction=0.3, new_people_fraction=0.2)
+    augment_dataset("youtube68", splits, tmp_path / "out", settings)
+    people = {
+        part: {identity_of(n) for n in load_npz(tmp_path / "out" / f"{part}.npz")["names"]}
+        for part in ("train", "val", "new_people")
+    }
+    assert len(people["val"]) >= 3 and len(people["new_people"]) >= 2
+    assert people["train"].isdisjoint(people["val"] | people["new_people"])
+    assert people["val"].isdisjoint(people["new_people"])
+    for part in ("val", "new_people"):
+        assert (load_npz(tmp_path / "out" / f"{part}.npz")["copy"] == 0).all()  # never augmented
+
+
+def test_both_networks_hold_out_the_same_people(tmp_path):
+    """The refinement data is split like the first network's: neither network trains on a
+    person of the selection or new-people rows."""
+    names = [f"person{p}_{f:02d}.png" for p in range(10) for f in range(2)]
+    splits = youtube_dataset(tmp_path, names, face_points_68())
+    first = dataclasses.replace(QUIET, val_fraction=0.2, new_people_fraction=0.2, copies=1)
+    refine = dataclasses.replace(first, face_box="keypoints", margin=0.15, image_size=48)
+    augment_dataset("youtube68", splits, tmp_path / "first", first)
+    augment_dataset("youtube68", splits, tmp_path / "refine", refine)
+
+    def people(folder: str, part: str) -> set[str]:
+        return {identity_of(n) for n in load_npz(tmp_path / folder / f"{part}.npz")["names"]}
+
+    held_out = people("first", "val") | people("first", "new_people")
+    assert held_out and held_out == people("refine", "val") | people("refine", "new_people")
+    for folder in ("first", "refine"):
+        assert people(folder, "train").isdisjoint(held_out)
+
+
+@pytest.mark.parametrize("key", ["seed", "val_fraction", "new_people_fraction"])
+def test_refinement_data_cannot_split_otherwise(key):
+    params = {"image_size": 64, "refine": {"youtube-faces-68": {"image_size": 96, key: 0.3}}}
+    with pytest.raises(FacekeysError, match=rf"augment\.refine\.youtube-faces-68: {key} cannot"):
+        AugmentSettings.refine_from_params(params, "youtube-faces-68")
+
+
+def test_rows_without_names_get_no_new_people_split(tmp_path):
+    rows = [[kaggle_row()[c] for c in KAGGLE_HEADER] for _ in range(20)]
+    training = write_csv(tmp_path / "training.csv", KAGGLE_HEADER, rows)
+    test = write_csv(tmp_path / "test.csv", KAGGLE_HEADER, rows[:2])
+    settings = dataclasses.replace(QUIET, image_size=96, val_fraction=0.2, new_people_fraction=0.2)
+    meta = augment_dataset(
+        "kaggle15", {"training": (training, None), "test": (test, None)}, tmp_path / "o", settings
     )
-    train = load_npz(tmp_path / "out" / "train.npz")
-    val = load_npz(tmp_path / "out" / "val.npz")
-    assert len(val["names"]) >= 3
-    assert {identity_of(n) for n in train["names"]}.isdisjoint(
-        {identity_of(n) for n in val["names"]}
-    )
-    assert (val["copy"] == 0).all()  # validation is cropped, never augmented
+    assert meta["split"]["kind"].startswith("random rows")
+    assert meta["counts"]["source_rows"]["new_people"] == 0
+    assert len(load_npz(tmp_path / "o" / "new_people.npz")["images"]) == 0
+    assert meta["counts"]["source_rows"]["val"] == 4
 
 
 def test_byte_identical_reruns_whatever_the_worker_count(tmp_path):
@@ -222,3 +272,29 @@ def test_padding_not_stretching(tmp_path):
     rows_with_content = np.flatnonzero(image.max(axis=1) > 100)
     assert 49 <= len(rows_with_content) <= 53  # 80/100 of 64 = 51.2 rows
     assert image[:, 32].min() == 0 and image[32, :].min() == 200
+
+
+def test_one_based_labels_land_on_their_pixel(tmp_path):
+    """A dot drawn at pixel (40, 30) and labelled (41, 31), as the 1-based data sets label it:
+    read with label_pixel_offset 1.0, the crop's point lies on the dot and evaluation reads the
+    label at the dot's pixel (a wrong sign would put both 2 px away)."""
+    from facekeys.evaluate import labelled_sha256, load_labelled
+
+    points = face_points_68()
+    points[30] = (41.0, 31.0)
+    image = np.zeros((80, 100), np.uint8)
+    image[30, 40] = 255
+    splits = youtube_dataset(tmp_path, ["a_01.png"], points, image=image)
+    settings = dataclasses.replace(QUIET, copies=0, image_size=100, label_pixel_offset=1.0)
+    augment_dataset("youtube68", splits, tmp_path / "out", settings)
+    crop = load_npz(tmp_path / "out" / "train.npz")
+    dot_y, dot_x = np.unravel_index(np.argmax(crop["images"][0]), crop["images"][0].shape)
+    assert np.allclose(crop["points"][0, 30], (dot_x, dot_y), atol=0.01)
+
+    labelled = load_labelled("youtube68", splits["training"][0], splits["training"][1], 1.0)
+    x, y = labelled.points[0, 30]
+    assert (x, y) == (40.0, 30.0) and labelled.images[0][round(y), round(x)] == 255
+    # The data's hash is the source's labels: models with other conventions score the same data.
+    half = load_labelled("youtube68", splits["training"][0], splits["training"][1], 0.5)
+    assert labelled_sha256(half) == labelled_sha256(labelled)
+    assert not np.allclose(half.points, labelled.points)

@@ -153,7 +153,9 @@ def check_outputs_and_staleness(work: Path, env: dict[str, str]) -> None:
     for dataset in ("youtube-faces-68", "kaggle-15"):
         meta = json.loads((work / "data/augmented" / dataset / "meta.json").read_text())
         rows = meta["counts"]["source_rows"]
-        assert rows["train"] + rows["val"] == 4
+        assert rows["train"] + rows["val"] + rows["new_people"] == 4
+        # Kaggle rows name no people: no new-people split.
+        assert (rows["new_people"] > 0) == (dataset == "youtube-faces-68")
         assert meta["counts"]["samples"]["train"] == rows["train"] * 5  # 4 copies + original
         assert (work / "data/augmented" / dataset / "preview.png").is_file()
         train = json.loads((work / "metrics" / dataset / "train.json").read_text())
@@ -165,7 +167,11 @@ def check_outputs_and_staleness(work: Path, env: dict[str, str]) -> None:
         report = json.loads((work / "metrics" / dataset / "eval.json").read_text())
         assert report["test"]["images"] == 4
         assert report["test_mean_shape_baseline"]["images"] == report["test"]["images"]
-        assert report["val_new_people"]["images"] == rows["val"]
+        assert report["selection"]["images"] == rows["val"]
+        assert report.get("new_people", {}).get("images", 0) == rows["new_people"]
+        assert set(report["splits"]) == {"test", "selection"} | (
+            {"new_people"} if rows["new_people"] else set()
+        )
         assert report["refinement_model"] == refined
         for plot in ("eval_ced.csv", "eval_landmarks.csv", "eval_errors.png", "eval_gallery.png"):
             assert (work / "metrics" / dataset / plot).is_file()

@@ -229,7 +229,7 @@ def test_report_shows_numbers_before_and_after_and_the_registry_decision(tmp_pat
     metrics.mkdir(parents=True)
     before = orch.metrics_snapshot(tmp_path, ["youtube-faces-68"])
     (metrics / "eval.json").write_text(
-        json.dumps({"test": {"nme_mean": 0.0392}, "val_new_people": {"nme_mean": 0.0423}})
+        json.dumps({"test": {"nme_mean": 0.0392}, "new_people": {"nme_mean": 0.0423}})
     )
     (metrics / "register.json").write_text(
         json.dumps(
