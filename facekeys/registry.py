@@ -282,7 +282,20 @@ def _reference(
         return _Reference(champion, math.nan, f"the champion (version {champion}) was {why}")
     rescored = float(rescore(f"models:/{name}/{champion}"))
     note = f"the champion (version {champion}) was {why}: re-scored on this data, {rescored:.6g}"
-    return _Reference(champion, rescored if math.isfinite(rescored) else None, note)
+    if not math.isfinite(rescored):
+        return _Reference(champion, None, note)
+    # The champion now carries this score, so later versions compare without scoring it again
+    # and @challenger can be chosen among versions scored like it.
+    old = current.tags or {}
+    previous = f"{old.get('gate_metric')}={old.get(GATE_TAG)} on {old.get(GATE_DATA_TAG)}"
+    for key, tag in (
+        ("gate_previous", previous),
+        ("gate_metric", metric),
+        (GATE_TAG, repr(rescored)),
+        (GATE_DATA_TAG, str(gate_data)),
+    ):
+        client.set_model_version_tag(name, champion, key, tag)
+    return _Reference(champion, rescored, note)
 
 
 def _best_challenger(client: Any, name: str) -> str | None:

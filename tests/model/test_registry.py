@@ -186,7 +186,13 @@ def test_the_gate_compares_like_with_like_and_keeps_a_champion(logged_model, mon
     rescored = register(0.03, test="B", rescore=lambda u: scored.append(u) or 0.02)  # v5
     assert scored == ["models:/facekeys-gate/1"] and rescored["alias"] is None
     assert "re-scored on this data, 0.02" in rescored["reason"]
-    better = register(0.01, test="B", rescore=lambda u: 0.02)  # v6
+    # The champion keeps its new score: no second re-scoring, and @challenger is now the best
+    # version scored like it (v4, 0.01 on B, which was never compared).
+    tags = client.get_model_version("facekeys-gate", "1").tags
+    assert (tags[registry.GATE_DATA_TAG], float(tags[registry.GATE_TAG])) == ("B", 0.02)
+    assert tags["gate_previous"] == "test.nme_mean=0.05 on A"
+    assert aliases() == {CHAMPION: "1", CHALLENGER: "4"}
+    better = register(0.01, test="B", rescore=lambda u: pytest.fail("scored again"))  # v6
     assert better["alias"] == CHAMPION and aliases()[CHAMPION] == "6"
 
     # The champion's version deleted: the best remaining comparable version is the reference
