@@ -15,6 +15,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -545,6 +546,27 @@ def load_model_files(
     state = torch.load(weights, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval(), card
+
+
+def publish_model(staging: str | os.PathLike[str], model_dir: str | os.PathLike[str]) -> None:
+    """Moves a model folder trained in ``staging`` into ``model_dir`` (which may hold other
+    stages' outputs, e.g. ``export/``), replacing the networks there.
+
+    ``model.pt`` moves last: a folder a kill interrupts mid-way has no first network and is
+    refused on loading, never a new first network beside an old refinement network.
+    """
+    staging, model_dir = Path(staging), Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "model.pt").unlink(missing_ok=True)
+    for name in ("refine", "loss_curves.png", "model.json", "model.pt"):
+        source, target = staging / name, model_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        if source.exists():
+            os.replace(source, target)
+        else:
+            target.unlink(missing_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_history_csv(path: str | os.PathLike[str], history: list[dict[str, Any]]) -> None:
