@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from facekeys.errors import FacekeysError
+from facekeys.errors import FacekeysError, describe_os_error
 
 EXIT_USER_ERROR = 1
 
@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: runs one subcommand; user errors print one line and exit 1."""
+    """Entry point: runs one subcommand; user errors and the operating system's errors (read-only
+    folder, full disk, ...) print one line and exit 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     command = f"facekeys {args.run.__name__.removeprefix('_run_')}"
@@ -218,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except FacekeysError as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        print(f"{command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
