@@ -147,7 +147,10 @@ convention): name, x0, y0, ..., x67, y67 for 68 points; name + Kaggle's named co
 With --detect haar: one row per face, then face (0 = largest), face_x, face_y, face_w, face_h
 (the detector box). Images that cannot be used go to OUT's sibling <stem>.errors.csv (name,
 reason, detail); the others are still predicted, and the exit status is then 1. Images without
-a face are listed there too (reason no_face_found) but do not change the exit status.
+a face are listed there too (reason no_face_found) but do not change the exit status. The errors
+file is always written (header only when nothing failed), together with OUT: both are from the
+same run. OUT and the errors file must be .csv files, different from each other and from every
+input. Without a terminal, a progress line is printed every 100 images (or 10 s).
 
 Example:
   facekeys predict ../shared/data/sample-images/obamas.jpg --detect haar \
@@ -180,12 +183,13 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     import torch
 
-    from facekeys.predict import load_any_model, predict_files
+    from facekeys.predict import check_outputs, errors_path_for, load_any_model, predict_files
 
+    out = Path(args.out)
+    errors = Path(args.errors) if args.errors else errors_path_for(out)
+    check_outputs(out, errors)  # before loading a model; the inputs are checked once listed
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     predictor = load_any_model(args.model)
-    out = Path(args.out)
-    errors = Path(args.errors) if args.errors else out.with_name(f"{out.stem}.errors.csv")
     done, failed, no_face = predict_files(predictor, args.inputs, out, errors, detect=args.detect)
     faces = f"; {no_face} without a face" if args.detect == "haar" else ""
     print(f"{out}: {done} images predicted; {failed} failed{faces} (see {errors})", file=sys.stderr)

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from facekeys.atomic import atomic_dir, atomic_file, remove_stale_staging, write_json
+from facekeys.atomic import (
+    atomic_dir,
+    atomic_file,
+    remove_stale_staging,
+    write_files_together,
+    write_json,
+)
 from facekeys.errors import OutputError
 from facekeys.stagekit import run_stage
 from tests.conftest import REPO
@@ -178,3 +184,42 @@ def test_run_stage_in_this_process_exits_1(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err == (
         "stage train: error: models/x/model.pt: cannot write: models is a file, not a folder\n"
     )
+
+
+def test_files_written_together_are_renamed_together_under_the_folder_lock(tmp_path):
+    """While another writer holds the folder (a real flock from a second open), neither file of
+    the set changes; then both do. A write that fails leaves both as they were."""
+    import fcntl
+    import threading
+
+    table, errors = tmp_path / "preds.csv", tmp_path / "preds.errors.csv"
+    table.write_text("old table")
+    errors.write_text("old errors")
+    holder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    writer = threading.Thread(
+        target=write_files_together,
+        args=(
+            [(table, lambda h: h.write("new table")), (errors, lambda h: h.write("new errors"))],
+        ),
+    )
+    writer.start()
+    writer.join(timeout=0.5)
+    try:
+        assert writer.is_alive(), "the renames wait for the folder lock"
+        assert (table.read_text(), errors.read_text()) == ("old table", "old errors")
+    finally:
+        os.close(holder)
+    writer.join(timeout=30)
+    assert (table.read_text(), errors.read_text()) == ("new table", "new errors")
+
+    (tmp_path / "full").write_text("a file where the second output's folder should be")
+    with pytest.raises(OutputError) as caught:
+        write_files_together(
+            [(table, lambda h: h.write("third table")), (tmp_path / "full" / "x.csv", print)]
+        )
+    assert str(caught.value) == (
+        f"{tmp_path / 'full' / 'x.csv'}: cannot write: {tmp_path / 'full'} is a file, not a folder"
+    )
+    assert (table.read_text(), errors.read_text()) == ("new table", "new errors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "preds.csv", "preds.errors.csv"]
