@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facekeys.atomic import atomic_file, sha256_file, write_json
+from facekeys.atomic import atomic_file, check_writable, sha256_file, write_json
 from facekeys.errors import FacekeysError
 from facekeys.stagekit import dataset_arg, run_stage
 from facekeys.tracking import (
@@ -42,6 +42,9 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     has_refine = (refine_dir / "meta.json").is_file()
     refine_settings = TrainSettings.refine_from_params(section) if has_refine else None
 
+    # Minutes of training must not end on a folder that cannot be written.
+    for output in ("metrics", "models"):
+        check_writable(Path(output) / dataset / "train.json")
     uri = default_tracking_uri(".")
     try:
         check_reachable(uri, setting="train.mlflow.required")

@@ -153,3 +153,15 @@ def test_registering_the_same_model_twice_reuses_its_version(tmp_path, tiny_augm
     assert "already holds this model" in second["reason"]
     versions = run.client.search_model_versions("name='facekeys-twice'")
     assert len(versions) == 1
+
+
+@pytest.mark.parametrize(
+    "setting", ["train.mlflow.required", "evaluate.mlflow_required", "register.mlflow_required"]
+)
+def test_an_unreachable_server_names_the_callers_own_setting(setting):
+    from facekeys.tracking import check_reachable
+    from tests.tinyproject import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(FacekeysError, match=rf"unreachable .*set {setting}: false to log locally"):
+        check_reachable(uri, setting=setting)
