@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from facekeys.errors import FacekeysError
+from facekeys.errors import FacekeysError, describe_os_error
 
 EXIT_USER_ERROR = 1
 
@@ -147,7 +147,10 @@ convention): name, x0, y0, ..., x67, y67 for 68 points; name + Kaggle's named co
 With --detect haar: one row per face, then face (0 = largest), face_x, face_y, face_w, face_h
 (the detector box). Images that cannot be used go to OUT's sibling <stem>.errors.csv (name,
 reason, detail); the others are still predicted, and the exit status is then 1. Images without
-a face are listed there too (reason no_face_found) but do not change the exit status.
+a face are listed there too (reason no_face_found) but do not change the exit status. The errors
+file is always written (header only when nothing failed), together with OUT: both are from the
+same run. OUT and the errors file must be .csv files, different from each other and from every
+input. Without a terminal, a progress line is printed every 100 images (or 10 s).
 
 Example:
   facekeys predict ../shared/data/sample-images/obamas.jpg --detect haar \
@@ -180,12 +183,13 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     import torch
 
-    from facekeys.predict import load_any_model, predict_files
+    from facekeys.predict import check_outputs, errors_path_for, load_any_model, predict_files
 
+    out = Path(args.out)
+    errors = Path(args.errors) if args.errors else errors_path_for(out)
+    check_outputs(out, errors)  # before loading a model; the inputs are checked once listed
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     predictor = load_any_model(args.model)
-    out = Path(args.out)
-    errors = Path(args.errors) if args.errors else out.with_name(f"{out.stem}.errors.csv")
     done, failed, no_face = predict_files(predictor, args.inputs, out, errors, detect=args.detect)
     faces = f"; {no_face} without a face" if args.detect == "haar" else ""
     print(f"{out}: {done} images predicted; {failed} failed{faces} (see {errors})", file=sys.stderr)
@@ -210,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: runs one subcommand; user errors print one line and exit 1."""
+    """Entry point: runs one subcommand; user errors and the operating system's errors (read-only
+    folder, full disk, ...) print one line and exit 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     command = f"facekeys {args.run.__name__.removeprefix('_run_')}"
@@ -218,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except FacekeysError as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        print(f"{command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)

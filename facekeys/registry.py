@@ -105,14 +105,15 @@ def register_version(
     Raises:
         FacekeysError: a non-finite value (such a model is never registered), or a registry error.
     """
-    import os
 
     if not math.isfinite(value):
         raise FacekeysError(
             f"{metric} is {value}: the model has no finite score (NaN or infinite predictions); "
             "not registered"
         )
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    from facekeys.tracking import bound_mlflow_http
+
+    bound_mlflow_http()
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -125,18 +126,33 @@ def register_version(
             client.create_registered_model(
                 name, description="facekeys keypoint model; aliases champion/challenger"
             )
-        reference = _reference(client, name, metric, gate_data, rescore)
+        scored = {"gate_metric": metric, GATE_TAG: repr(float(value)), GATE_DATA_TAG: gate_data}
+        existing = _version_of(client, name, model_uri, run_id, scored)
+        if existing is not None and _alias_version(client, name, CHAMPION) == existing:
+            # An earlier run of this stage registered and crowned this model, then was
+            # interrupted before writing register.json: report the registry's state.
+            held = client.get_model_version(name, existing)
+            return _record_of_reused(name, held, metric, value, min_improvement, gate_data)
+        reference = _reference(client, name, metric, gate_data, rescore, exclude=existing)
         decision, noise = _gate(name, metric, value, min_improvement, reference, paired)
-        version = _create_version(
-            client, name, model_uri, run_id,
-            {**tags, "gate_metric": metric, GATE_TAG: repr(float(value))}, decision.reason,
-        )  # fmt: skip
+        version_tags = {**tags, "gate_metric": metric, GATE_TAG: repr(float(value))}
+        if existing is None:
+            version = _create_version(
+                client, name, model_uri, run_id, version_tags, decision.reason
+            )
+        else:
+            # Registering the same run's model again reuses its version (no duplicates).
+            reason = f"version {existing} already held this model; {decision.reason}"
+            decision = Decision(decision.alias, reason)
+            for key, tag in version_tags.items():
+                client.set_model_version_tag(name, existing, key, tag)
+            version = client.update_model_version(name, existing, description=reason)
         if decision.alias == CHAMPION:
             # Re-read just before the write: a champion set meanwhile by another registration is
             # compared with, not silently replaced.
             now = _alias_version(client, name, CHAMPION)
             if now is not None and now != reference.version:
-                again = _reference(client, name, metric, gate_data, rescore)
+                again = _reference(client, name, metric, gate_data, rescore, exclude=existing)
                 decision = decide(metric, value, again.value, min_improvement)
                 reference = again
         if decision.alias == CHAMPION:
@@ -155,8 +171,11 @@ def register_version(
         if alias == CHALLENGER and challenger != str(version.version):
             alias = None  # worse than the current challenger: no alias, loaded by version
     except MlflowException as exc:
-        reason = str(exc).splitlines()[0]
-        raise FacekeysError(f"registry {uri}: cannot register {model_uri}: {reason}") from None
+        from facekeys.tracking import mlflow_cause
+
+        raise FacekeysError(
+            f"registry {uri}: cannot register {model_uri}: {mlflow_cause(exc)}"
+        ) from None
     return {
         "registered_model": name,
         "version": int(version.version),
@@ -204,6 +223,42 @@ def _create_version(
     return client.create_model_version(
         name, model_uri, run_id=run_id, model_id=logged_model, tags=tags, description=description
     )
+
+
+def _version_of(
+    client: Any, name: str, model_uri: str, run_id: str, scored: dict[str, str]
+) -> str | None:
+    """The version that already holds this run's logged model scored exactly so (``scored``:
+    gate metric, value and data tags), if any: what a rerun of an interrupted registration
+    finds."""
+    logged_model = model_uri.removeprefix("models:/")
+    for found in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
+        same_model = found.source == model_uri or getattr(found, "model_id", None) == logged_model
+        tags = found.tags or {}
+        if same_model and all(tags.get(k) == v for k, v in scored.items()):
+            return str(found.version)
+    return None
+
+
+def _record_of_reused(
+    name: str, held: Any, metric: str, value: float, min_improvement: float, gate_data: Any
+) -> dict[str, Any]:
+    reason = f"version {held.version} already holds this model as @{CHAMPION}: {held.description}"
+    return {
+        "registered_model": name,
+        "version": int(held.version),
+        "alias": CHAMPION,
+        "reason": reason,
+        "gate_metric": metric,
+        "value": value,
+        "min_improvement": min_improvement,
+        "gate_data_sha256": gate_data,
+        "previous_champion_version": None,
+        "previous_champion_value": None,
+        "paired_bootstrap": None,
+        "model_uri": held.source,
+        "load_with": f"models:/{name}@{CHAMPION}",
+    }
 
 
 def _beyond_noise(decision: Decision, noise: dict[str, Any] | None) -> Decision:
@@ -256,13 +311,15 @@ def _reference(
     metric: str,
     gate_data: str | None,
     rescore: Callable[[str], float] | None,
+    exclude: str | None = None,
 ) -> _Reference:
     champion = _alias_version(client, name, CHAMPION)
     if champion is None:
         values = [
             (value, str(v.version))
             for v in client.search_model_versions(f"name='{name}'")
-            if (value := _comparable(v, metric, gate_data)) is not None
+            if str(v.version) != exclude
+            and (value := _comparable(v, metric, gate_data)) is not None
         ]
         if not values:
             return _Reference(None, None)

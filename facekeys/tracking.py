@@ -4,11 +4,14 @@ server cannot be reached."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import socket
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +20,64 @@ from facekeys.errors import FacekeysError
 from facekeys.train import EpochLogger
 
 
+def workspace_root(folder: str | os.PathLike[str] = ".") -> Path:
+    """The DVC workspace a folder belongs to: itself, or, inside the temporary copy of a DVC
+    experiment (``<workspace>/.dvc/tmp/exps/<run>/``, what ``dvc exp run --temp`` and queued
+    experiments run in), the workspace that made the copy."""
+    path = Path(folder).resolve()
+    parts = path.parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return path
+
+
 def default_tracking_uri(project_root: str | os.PathLike[str]) -> str:
-    """``MLFLOW_TRACKING_URI``, else an SQLite store ``mlflow.db`` in the project."""
+    """``MLFLOW_TRACKING_URI``, else the SQLite store ``mlflow.db`` of the workspace (also from
+    an experiment's temporary copy, whose own store DVC would delete with it)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return f"sqlite:///{Path(project_root).resolve() / 'mlflow.db'}"
+    return local_store_uri(project_root)
 
 
-def check_reachable(uri: str, timeout_s: float = 3.0) -> None:
-    """Raises FacekeysError at once when an http(s) tracking server does not answer."""
+def local_store_uri(project_root: str | os.PathLike[str] = ".") -> str:
+    """The workspace's own SQLite store, ``<workspace>/mlflow.db``."""
+    return f"sqlite:///{workspace_root(project_root) / 'mlflow.db'}"
+
+
+def local_artifact_root(project_root: str | os.PathLike[str] = ".") -> str:
+    """Where the local store keeps artifacts: ``<workspace>/mlartifacts``."""
+    return (workspace_root(project_root) / "mlartifacts").as_uri()
+
+
+def relative_store_uri(uri: str, project_root: str | os.PathLike[str] = ".") -> str:
+    """A store inside the workspace written relative to it (``sqlite:///mlflow.db``), so that
+    files in git name no machine path; other URIs unchanged."""
+    return uri.replace(f"sqlite:///{workspace_root(project_root)}/", "sqlite:///")
+
+
+# Every MLflow HTTP call is bounded by MLflow's own settings; these defaults apply where the
+# environment does not set them (a server that accepts connections but never answers would
+# otherwise hold a stage for MLflow's 120 s timeout times its 7 retries).
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+def bound_mlflow_http() -> None:
+    """Applies ``MLFLOW_HTTP_DEFAULTS`` (and no telemetry) where the environment is silent."""
+    for key, value in {**MLFLOW_HTTP_DEFAULTS, "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
+        os.environ.setdefault(key, value)
+
+
+def check_reachable(
+    uri: str, timeout_s: float = 3.0, setting: str = "train.mlflow.required"
+) -> None:
+    """Raises FacekeysError at once when an http(s) tracking server does not answer; the
+    message names ``setting``, the key that lets the caller log locally instead."""
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -36,8 +87,56 @@ def check_reachable(uri: str, timeout_s: float = 3.0) -> None:
         reason = getattr(exc, "reason", exc)
         raise FacekeysError(
             f"MLflow tracking server {uri} is unreachable ({reason}); start it, fix "
-            "MLFLOW_TRACKING_URI, or set train.mlflow.required: false to log locally"
+            f"MLFLOW_TRACKING_URI, or set {setting}: false to log locally"
         ) from None
+
+
+def mlflow_failure(uri: str, exc: BaseException) -> str | None:
+    """One line for an error from MLflow (or the HTTP or database layer under it) that names
+    the store and the real cause; None when ``exc`` is not such an error."""
+    module = type(exc).__module__
+    if not module.startswith(("mlflow", "requests", "urllib3", "sqlalchemy", "sqlite3")):
+        return None
+    return f"MLflow store {uri}: {mlflow_cause(exc)}"
+
+
+def mlflow_cause(exc: BaseException) -> str:
+    """The real cause of an MLflow error in a few words (one line): a locked or read-only
+    store, a server that hangs or stopped, else the error's first line."""
+    lowered = f"{type(exc).__name__}: {exc}".lower()
+    if "database is locked" in lowered:
+        cause = "the store is locked by another process (database is locked); try again"
+    elif "readonly database" in lowered or "read-only file system" in lowered:
+        cause = "the store is read-only (attempt to write a readonly database)"
+    elif "unable to open database file" in lowered:
+        cause = "the store's database file cannot be opened (missing folder or permissions)"
+    elif "timed out" in lowered or "timeout" in lowered:
+        cause = (
+            f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '120')} s after "
+            f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '7')} retries (the server "
+            "accepts connections but hangs; MLFLOW_HTTP_REQUEST_TIMEOUT and "
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES bound the wait)"
+        )
+    elif "max retries exceeded" in lowered or "connection refused" in lowered:
+        cause = "the server stopped answering (connection refused or reset)"
+    else:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        cause = lines[0] if lines else type(exc).__name__
+    return cause
+
+
+@contextlib.contextmanager
+def mlflow_errors(uri: str) -> Iterator[None]:
+    """Turns errors from MLflow calls inside the block into one-line FacekeysErrors."""
+    try:
+        yield
+    except FacekeysError:
+        raise
+    except Exception as exc:
+        line = mlflow_failure(uri, exc)
+        if line is None:
+            raise
+        raise FacekeysError(line) from None
 
 
 def model_weights_sha256(model_dir: str | os.PathLike[str]) -> str:
@@ -86,6 +185,20 @@ def dvc_lock_hashes(root: str | os.PathLike[str], stage: str) -> dict[str, str]:
     return hashes
 
 
+# Which process of which machine owns a training run (to end the runs of killed processes).
+HOST_TAG, PID_TAG = "facekeys.host", "facekeys.pid"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -105,9 +218,7 @@ class MlflowRun(EpochLogger):
         tags: dict[str, str],
         artifact_root: str | None = None,
     ) -> None:
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        bound_mlflow_http()
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
@@ -133,15 +244,18 @@ class MlflowRun(EpochLogger):
         self.run_id: str | None = None
 
     def start(self, resumed_run_id: str | None) -> str | None:
+        self.end_dead_runs(keep=resumed_run_id)
         if resumed_run_id:
             try:
                 self.client.get_run(resumed_run_id)
                 self.run_id = resumed_run_id
                 self.client.set_tag(self.run_id, "resumed", "true")
+                self.client.set_tag(self.run_id, PID_TAG, str(os.getpid()))
                 return self.run_id
             except Exception:  # the store was reset: start a new run
                 pass
-        run = self.client.create_run(self.experiment_id, tags=self.tags)
+        owner = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+        run = self.client.create_run(self.experiment_id, tags={**self.tags, **owner})
         self.run_id = run.info.run_id
         flat: dict[str, str] = {}
         _flatten("", self.params, flat)
@@ -151,6 +265,27 @@ class MlflowRun(EpochLogger):
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
         return self.run_id
+
+    def end_dead_runs(self, keep: str | None = None) -> list[str]:
+        """Marks ``KILLED`` the runs of this experiment left ``RUNNING`` by a training process
+        of this machine that no longer exists (a kill -9 never ends its run); ``keep`` (the run
+        being resumed) is left as it is. Returns the run ids it ended."""
+        ended = []
+        host = socket.gethostname()
+        running = self.client.search_runs(
+            [self.experiment_id], filter_string="attributes.status = 'RUNNING'"
+        )
+        for found in running:
+            tags = found.data.tags
+            pid = tags.get(PID_TAG, "")
+            if found.info.run_id == keep or tags.get(HOST_TAG) != host or not pid.isdigit():
+                continue
+            if _process_alive(int(pid)):
+                continue
+            self.client.set_tag(found.info.run_id, "ended_by", "its process was gone")
+            self.client.set_terminated(found.info.run_id, status="KILLED")
+            ended.append(found.info.run_id)
+        return ended
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         import time
@@ -294,19 +429,23 @@ def recorded_server(uri: str | None) -> str | None:
     return uri if uri and uri.startswith(("http://", "https://")) else None
 
 
-def resolve_tracking_uri(required: bool, log: Any = None, recorded: str | None = None) -> str:
+def resolve_tracking_uri(
+    required: bool, log: Any = None, recorded: str | None = None, setting: str = ""
+) -> str:
     """The tracking URI to use: ``recorded`` (the store training logged to, from train.json), else
     ``MLFLOW_TRACKING_URI`` (or the project store), checked within 3 s; an unreachable server is
-    an error, or, when not ``required``, the local store."""
+    an error naming ``setting`` (the caller's ``mlflow_required`` key), or, when not
+    ``required``, the local store."""
+    bound_mlflow_http()
     uri = recorded or default_tracking_uri(".")
     try:
-        check_reachable(uri)
+        check_reachable(uri, setting=setting or "train.mlflow.required")
     except FacekeysError as exc:
         if required:
             raise
         if log:
             log(f"warning: {exc}; logging to the local store instead")
-        uri = f"sqlite:///{Path('mlflow.db').resolve()}"
+        uri = local_store_uri()
     return uri
 
 
@@ -317,7 +456,7 @@ def log_to_run(uri: str, run_id: str, metrics: dict[str, float], artifacts: list
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    bound_mlflow_http()
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=uri)
@@ -329,8 +468,9 @@ def log_to_run(uri: str, run_id: str, metrics: dict[str, float], artifacts: list
         for path in artifacts:
             client.log_artifact(run_id, str(path))
     except MlflowException as exc:
-        reason = str(exc).splitlines()[0]
-        raise FacekeysError(f"MLflow {uri}: cannot log to run {run_id}: {reason}") from None
+        raise FacekeysError(
+            f"MLflow {uri}: cannot log to run {run_id}: {mlflow_cause(exc)}"
+        ) from None
 
 
 def flat_metrics(prefix: str, value: Any) -> dict[str, float]:

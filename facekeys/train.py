@@ -14,7 +14,9 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -327,8 +329,8 @@ def train(
     best_state: dict[str, torch.Tensor] | None = None
     start_epoch, run_id, seconds_before = 0, None, 0.0
 
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    state = _read_checkpoint(checkpoint_path, device, log)
+    if state is not None:
         if state.get("config_hash") == digest and state.get("finished"):
             # A later step of the same stage failed after this training had finished.
             log(f"{checkpoint_path}: finished for this config; writing its model again")
@@ -545,6 +547,43 @@ def load_model_files(
     state = torch.load(weights, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval(), card
+
+
+def _read_checkpoint(path: Path, device: torch.device, log: Callable[[str], None]) -> Any:
+    """A checkpoint's state, or None where there is none or it cannot be read (a kill while
+    the disk was full, a file from elsewhere): then training starts afresh, saying why."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights only load failed" in reason.lower():
+            reason = "it holds Python objects, not plain tensors"
+        log(f"{path}: unreadable checkpoint ({reason[:120]}); starting afresh")
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def publish_model(staging: str | os.PathLike[str], model_dir: str | os.PathLike[str]) -> None:
+    """Moves a model folder trained in ``staging`` into ``model_dir`` (which may hold other
+    stages' outputs, e.g. ``export/``), replacing the networks there.
+
+    ``model.pt`` moves last: a folder a kill interrupts mid-way has no first network and is
+    refused on loading, never a new first network beside an old refinement network.
+    """
+    staging, model_dir = Path(staging), Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "model.pt").unlink(missing_ok=True)
+    for name in ("refine", "loss_curves.png", "model.json", "model.pt"):
+        source, target = staging / name, model_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        if source.exists():
+            os.replace(source, target)
+        else:
+            target.unlink(missing_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_history_csv(path: str | os.PathLike[str], history: list[dict[str, Any]]) -> None:

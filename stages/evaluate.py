@@ -15,6 +15,7 @@ from facekeys.stagekit import dataset_arg, run_stage
 from facekeys.tracking import (
     flat_metrics,
     log_to_run,
+    mlflow_errors,
     model_weights_sha256,
     recorded_server,
     resolve_tracking_uri,
@@ -50,10 +51,14 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     )
     if run_id and section.get("log_to_mlflow", True):
         uri = resolve_tracking_uri(
-            section.get("mlflow_required", True), log, recorded_server(trained.get("tracking_uri"))
+            section.get("mlflow_required", True),
+            log,
+            recorded_server(trained.get("tracking_uri")),
+            setting="evaluate.mlflow_required",
         )
         numbers = flat_metrics("eval", {k: v for k, v in report.items() if isinstance(v, dict)})
-        log_to_run(uri, run_id, numbers, [p for p in out.values() if p.is_file()])
+        with mlflow_errors(uri):
+            log_to_run(uri, run_id, numbers, [p for p in out.values() if p.is_file()])
 
 
 if __name__ == "__main__":

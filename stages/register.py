@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from facekeys.atomic import write_json
+from facekeys.atomic import atomic_file, write_json
 from facekeys.augment import identity_of
 from facekeys.errors import FacekeysError
 from facekeys.evaluate import (
@@ -34,8 +34,10 @@ from facekeys.tracking import (
     dvc_lock_hashes,
     flat_metrics,
     git_state,
+    mlflow_errors,
     model_weights_sha256,
     recorded_server,
+    relative_store_uri,
     resolve_tracking_uri,
 )
 
@@ -66,9 +68,10 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             f"metrics/{dataset}/eval.json: the model predicts {scored['non_finite_points']} "
             f"labelled points of {split} as NaN or infinity; not registered"
         )
-    value = scored.get(key)
-    if value is None:
+    found = scored.get(key)
+    if found is None:
         raise FacekeysError(f"metrics/{dataset}/eval.json has no value for {gate}")
+    value = float(found)
     params_used = {k: params.get(k) for k in ("augment", "train")}
     tags = {
         "dataset": dataset,
@@ -84,7 +87,24 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         section.get("mlflow_required", True),
         lambda line: print(line, file=sys.stderr),
         recorded_server(train.get("tracking_uri")),
+        setting="register.mlflow_required",
     )
+    with mlflow_errors(uri):
+        _register(dataset, section, train, report, gate, value, tags, uri)
+
+
+def _register(
+    dataset: str,
+    section: dict[str, Any],
+    train: dict[str, Any],
+    report: dict[str, Any],
+    gate: str,
+    value: float,
+    tags: dict[str, str],
+    uri: str,
+) -> None:
+    split, _, key = gate.partition(".")
+    scored = report.get(split) or {}
     # Loading the model runs the code logged with it: its hash goes on the version.
     tags["code_sha256"] = logged_code_sha256(uri, train["model_uri"])
     gate_data = evaluation_splits(dataset).get(split)
@@ -135,19 +155,25 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         train["model_uri"],
         train["run_id"],
         gate,
-        float(value),
+        value,
         float(_per_dataset(section, "min_improvement", dataset)),
         tags,
         rescore=rescore if gate_data is not None else None,
         paired=paired,
     )
-    write_json(metrics / "register.json", record)
-    print(
+    line = (
         f"{record['registered_model']} version {record['version']} -> "
-        f"{'@' + record['alias'] if record['alias'] else 'no alias'}: "
-        f"{record['reason']}",
-        file=sys.stderr,
+        f"{'@' + record['alias'] if record['alias'] else 'no alias'}: {record['reason']}"
     )
+    out = Path("metrics") / dataset
+    write_json(out / "register.json", record)
+    # A plain, uncached output: DVC then never restores this stage from its run cache, which
+    # would bring back an old register.json that the registry has since moved past.
+    with atomic_file(out / "register.log", "w", encoding="utf-8") as handle:
+        handle.write(
+            f"{line}\nregistry: {relative_store_uri(uri)}\nload with: {record['load_with']}\n"
+        )
+    print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

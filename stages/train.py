@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facekeys.atomic import atomic_file, sha256_file, write_json
+from facekeys.atomic import atomic_file, check_writable, sha256_file, write_json
 from facekeys.errors import FacekeysError
 from facekeys.stagekit import dataset_arg, run_stage
 from facekeys.tracking import (
@@ -17,9 +17,19 @@ from facekeys.tracking import (
     default_tracking_uri,
     dvc_lock_hashes,
     git_state,
+    local_artifact_root,
+    local_store_uri,
     loss_plot,
+    mlflow_errors,
+    relative_store_uri,
 )
-from facekeys.train import PrefixedLogger, TrainSettings, train, write_history_csv
+from facekeys.train import (
+    PrefixedLogger,
+    TrainSettings,
+    publish_model,
+    train,
+    write_history_csv,
+)
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
@@ -31,18 +41,18 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     refine_dir = data_dir / "refine"
     has_refine = (refine_dir / "meta.json").is_file()
     refine_settings = TrainSettings.refine_from_params(section) if has_refine else None
-    model_dir, metrics_dir = Path("models") / dataset, Path("metrics") / dataset
-    checkpoints = Path("checkpoints") / dataset
 
+    # Minutes of training must not end on a folder that cannot be written.
+    for output in ("metrics", "models"):
+        check_writable(Path(output) / dataset / "train.json")
     uri = default_tracking_uri(".")
     try:
-        check_reachable(uri)
+        check_reachable(uri, setting="train.mlflow.required")
     except FacekeysError as exc:
         if mlflow_params.get("required", True):
             raise
         print(f"warning: {exc}; logging to the local store instead", file=sys.stderr)
-        uri = f"sqlite:///{Path('mlflow.db').resolve()}"
-    local = uri.startswith("sqlite:")
+        uri = local_store_uri()
     arrays = [Path(n) for n in ("train.npz", "val.npz")]
     arrays += [Path("refine") / n for n in arrays] if has_refine else []
     data_source = json.loads((data_dir / "meta.json").read_text()).get("data_source") or {}
@@ -54,32 +64,54 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         **dvc_lock_hashes(".", f"augment@{dataset}"),
         **{f"data.sha256.{n}": sha256_file(data_dir / n) for n in arrays},
     }
+    with mlflow_errors(uri):
+        _train_and_log(dataset, section, settings, refine_settings, uri, tags)
+
+
+def _train_and_log(
+    dataset: str,
+    section: dict[str, Any],
+    settings: TrainSettings,
+    refine_settings: TrainSettings | None,
+    uri: str,
+    tags: dict[str, str],
+) -> None:
+    mlflow_params = section.get("mlflow", {})
+    data_dir = Path("data/augmented") / dataset
+    model_dir, metrics_dir = Path("models") / dataset, Path("metrics") / dataset
+    checkpoints = Path("checkpoints") / dataset
+    local = uri.startswith("sqlite:")
     run = MlflowRun(
         uri,
         f"{mlflow_params.get('experiment_prefix', 'facekeys')}-{dataset}",
         params={"train": section, "augment_meta": str(data_dir / "meta.json")},
         tags=tags,
-        artifact_root=(Path("mlartifacts").resolve().as_uri() if local else None),
+        artifact_root=(local_artifact_root() if local else None),
     )
+    # Both networks are trained into a hidden staging folder and published together at the
+    # end, so a killed stage never leaves a new first network beside an old (or no) refinement
+    # network; the checkpoints go only once everything is written, so a kill in the last
+    # seconds costs no retraining (finished checkpoints write the same model again).
+    staging = model_dir.parent / f".{dataset}.training"
+    shutil.rmtree(staging, ignore_errors=True)
     summary = train(
         data_dir,
-        model_dir,
+        staging,
         checkpoints / "last.pt",
         settings,
         logger=run,
-        keep_finished_checkpoint=has_refine,
+        keep_finished_checkpoint=True,
     )
     history = [row | {"stage": "first"} for row in summary.pop("history")]
-    # A refinement network left from an earlier run outside DVC must never be picked up.
-    shutil.rmtree(model_dir / "refine", ignore_errors=True)
     if refine_settings is not None:
         # The second model re-crops around the first one's keypoints (see facekeys.predict).
         refine = train(
-            refine_dir,
-            model_dir / "refine",
+            data_dir / "refine",
+            staging / "refine",
             checkpoints / "refine" / "last.pt",
             refine_settings,
             logger=PrefixedLogger(run, "refine.", summary["run_id"]),
+            keep_finished_checkpoint=True,
         )
         offset = len(history)
         history += [
@@ -88,22 +120,23 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         ]
         summary["refine"] = refine
         summary["train_seconds_total"] = summary["train_seconds"] + refine["train_seconds"]
-        shutil.rmtree(checkpoints, ignore_errors=True)
     else:
-        with atomic_file(model_dir / "refine" / "NO_REFINEMENT.txt", "w", encoding="utf-8") as f:
+        with atomic_file(staging / "refine" / "NO_REFINEMENT.txt", "w", encoding="utf-8") as f:
             f.write(
                 f"No refinement network for {dataset}: augment.refine.{dataset} is null in "
                 "params.yaml. Predictions come from the first network alone.\n"
             )
-    loss_plot(history, model_dir / "loss_curves.png")
+    loss_plot(history, staging / "loss_curves.png")
     write_history_csv(metrics_dir / "train_history.csv", history)
     summary["model_uri"] = run.finish(
-        summary, model_dir, model_dir / "loss_curves.png", metrics_dir / "train_history.csv"
+        summary, staging, staging / "loss_curves.png", metrics_dir / "train_history.csv"
     )
     # Where this run was logged; a store inside the project is written relative to it, so the
     # file names no machine path.
-    summary["tracking_uri"] = uri.replace(f"sqlite:///{Path.cwd().resolve()}/", "sqlite:///")
+    summary["tracking_uri"] = relative_store_uri(uri)
+    publish_model(staging, model_dir)
     write_json(metrics_dir / "train.json", summary)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     line = f"best val NME {100 * summary['best_val_nme']:.2f}% at epoch {summary['best_epoch']}"
     if "refine" in summary:
         line += (

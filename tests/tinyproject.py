@@ -99,6 +99,8 @@ def make_project(
         "MLFLOW_TRACKING_URI": tracking_uri or f"sqlite:///{work / 'mlflow.db'}",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        # The copy's own package, not whichever checkout the environment has installed.
+        "PYTHONPATH": str(work),
     }
     if tracking_uri == "":
         del env["MLFLOW_TRACKING_URI"]

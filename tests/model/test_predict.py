@@ -4,6 +4,9 @@ with their reason while the others are still predicted."""
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,6 +17,7 @@ import torch
 from facekeys.cli import main
 from facekeys.predict import KeypointPredictor
 from facekeys.train import train
+from tests.conftest import REPO
 from tests.model.test_train import TINY
 
 
@@ -103,11 +107,10 @@ def test_predict_user_errors_are_one_line(tiny_model, tmp_path, capsys):
     (tmp_path / "bad_model" / "model.json").write_text((tiny_model / "model.json").read_text())
     assert main(["predict", str(tmp_path), "--model", str(tmp_path / "bad_model"),
                  "--out", str(tmp_path / "p.csv")]) == 1  # fmt: skip
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(
-        f"facekeys predict: error: {tmp_path / 'bad_model'}: cannot load the model"
+    assert capsys.readouterr().err == (
+        f"facekeys predict: error: {tmp_path / 'bad_model' / 'model.pt'}: not a readable "
+        "weights file (Unsupported operand 103)\n"
     )
-    assert "\n" not in err
 
 
 def test_detect_haar_needs_a_calibrated_model(tiny_model, tmp_path, capsys):
@@ -168,3 +171,199 @@ def test_detect_haar_predicts_every_face_of_a_photo(tiny_model, shared_data, tmp
         assert [(Path(e["name"]).name, e["reason"]) for e in csv.DictReader(handle)] == [
             ("wall.png", "no_face_found")
         ]
+
+
+def photos_with(folder: Path, count: int = 3, broken: bool = False) -> Path:
+    """``count`` small gray images (and a corrupt JPEG) in ``folder``."""
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for k in range(count):
+        cv2.imwrite(str(folder / f"face{k}.png"), rng.integers(0, 255, (40, 56), np.uint8))
+    if broken:
+        (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return folder
+
+
+def test_outputs_that_would_destroy_something_are_refused(tiny_model, tmp_path, capsys):
+    photos = photos_with(tmp_path / "photos")
+    image = photos / "face0.png"
+    pixels = image.read_bytes()
+    earlier = tmp_path / "preds.csv"
+    earlier.write_text("name,x0\nearlier.png,1.0\n")
+    (tmp_path / "alias.csv").symlink_to(image)
+    (tmp_path / "table.csv").write_text("a table given as an input by mistake\n")
+
+    def refused(*extra: str) -> str:
+        args = ["predict", str(photos), str(tmp_path / "table.csv"), "--model", str(tiny_model)]
+        assert main([*args, *extra]) == 1
+        return capsys.readouterr().err
+
+    assert refused("--out", str(earlier), "--errors", str(earlier)) == (
+        f"facekeys predict: error: {earlier}: --out and --errors are the same file\n"
+    )
+    assert refused("--out", str(image)) == (
+        f"facekeys predict: error: {image}: --out must name a .csv file\n"
+    )
+    assert refused("--out", str(tmp_path / "alias.csv")) == (
+        f"facekeys predict: error: {tmp_path / 'alias.csv'}: --out is one of the input images\n"
+    )
+    assert refused("--out", str(tmp_path / "table.csv")) == (
+        f"facekeys predict: error: {tmp_path / 'table.csv'}: --out is one of the input images\n"
+    )
+    assert refused("--out", str(tmp_path / "p.csv"), "--errors", str(tmp_path / "e.txt")) == (
+        f"facekeys predict: error: {tmp_path / 'e.txt'}: --errors must name a .csv file\n"
+    )
+    assert image.read_bytes() == pixels and (tmp_path / "alias.csv").is_symlink()
+    assert earlier.read_text() == "name,x0\nearlier.png,1.0\n"
+    assert (tmp_path / "table.csv").read_text() == "a table given as an input by mistake\n"
+    assert not (tmp_path / "p.csv").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_errors_file_always_belongs_to_the_predictions(tiny_model, tmp_path, capsys):
+    """A second run without failures leaves no failures of the first run behind."""
+    photos = photos_with(tmp_path / "photos", broken=True)
+    out, errors = tmp_path / "out" / "preds.csv", tmp_path / "out" / "preds.errors.csv"
+    args = ["predict", str(photos), "--model", str(tiny_model), "--out", str(out)]
+    assert main(args) == 1
+    with errors.open() as handle:
+        assert [Path(r["name"]).name for r in csv.DictReader(handle)] == ["broken.jpg"]
+
+    (photos / "broken.jpg").unlink()
+    assert main(args) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"{out}: 3 images predicted; 0 failed (see {errors})"
+    )
+    assert errors.read_bytes() == b"name,reason,detail\r\n"
+    with out.open() as handle:
+        assert len(list(csv.reader(handle))) == 4
+    assert sorted(p.name for p in out.parent.iterdir()) == ["preds.csv", "preds.errors.csv"]
+
+
+def test_outputs_the_system_refuses_fail_before_any_image(tmp_path, capsys):
+    """A folder that cannot be written, or a file where the folder should be: one line, before
+    the model is even loaded (the model given here does not exist)."""
+    photos = photos_with(tmp_path / "photos")
+    (tmp_path / "results").write_text("a file, not a folder")
+    out = tmp_path / "results" / "preds.csv"
+    args = ["predict", str(photos), "--model", str(tmp_path / "no-model")]
+    assert main([*args, "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f"facekeys predict: error: {out}: cannot write: {tmp_path / 'results'} is a file, not "
+        "a folder\n"
+    )
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("no sysfs here to stand in for a read-only folder (root ignores chmod)")
+    assert main([*args, "--out", "/sys/preds.csv"]) == 1
+    err = capsys.readouterr().err
+    if Path("/sys/preds.csv").exists():
+        pytest.skip("this machine lets the process create files in /sys")
+    assert err in (
+        "facekeys predict: error: /sys/preds.csv: cannot write: Permission denied\n",
+        "facekeys predict: error: /sys/preds.csv: cannot write: Read-only file system\n",
+    )
+
+
+# Runs `facekeys predict` with files capped at LIMIT bytes: a write past it fails with EFBIG
+# (SIGXFSZ ignored), as a disk that fills up while the predictions are written.
+FULL_DISK = """
+import resource, signal, sys
+from facekeys.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_disk_full_at_the_end_changes_nothing(tiny_model, tmp_path):
+    photos = photos_with(tmp_path / "photos")
+    out = tmp_path / "out" / "preds.csv"
+    out.parent.mkdir()
+    out.write_text("name,x0\nearlier.png,1.0\n")
+    (out.parent / "preds.errors.csv").write_text("name,reason,detail\nold.png,image_corrupt,x\n")
+    args = ["predict", str(photos), "--model", str(tiny_model), "--out", str(out)]
+
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, "1000", *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"facekeys predict: error: {out}: cannot write: File too large"
+    )
+    assert out.read_text() == "name,x0\nearlier.png,1.0\n"
+    assert "old.png" in (out.parent / "preds.errors.csv").read_text()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["preds.csv", "preds.errors.csv"]
+
+
+def test_model_files_that_cannot_be_used_are_one_line(tiny_model, tmp_path, capsys):
+    import argparse
+    import json
+    import shutil
+
+    photos = photos_with(tmp_path / "photos", count=1)
+    broken = tmp_path / "broken_model"
+
+    def fails_with(name: str, content: bytes | str) -> str:
+        shutil.rmtree(broken, ignore_errors=True)
+        shutil.copytree(tiny_model, broken)
+        path = broken / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+        out = tmp_path / "p.csv"
+        assert main(["predict", str(photos), "--model", str(broken), "--out", str(out)]) == 1
+        assert not out.exists()
+        return capsys.readouterr().err
+
+    card = json.loads((tiny_model / "model.json").read_text())
+    pt, js = broken / "model.pt", broken / "model.json"
+    assert fails_with("model.pt", b"") == (
+        f"facekeys predict: error: {pt}: empty file (0 bytes); train or copy the model again\n"
+    )
+    assert fails_with("model.json", json.dumps({**card, "input": "x"})) == (
+        f"facekeys predict: error: {js}: input must be an object, not 'x'\n"
+    )
+    size_as_text = {**card, "input": {**card["input"], "size": "32"}}
+    assert fails_with("model.json", json.dumps(size_as_text)) == (
+        f"facekeys predict: error: {js}: input.size must be an integer, not '32'\n"
+    )
+    assert fails_with("model.json", "{not json") == (
+        f"facekeys predict: error: {js}: not valid JSON: Expecting property name enclosed in "
+        "double quotes: line 1 column 2 (char 1)\n"
+    )
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"layer.weight": argparse.Namespace(code="runs on load")}, unsafe)
+    err = fails_with("model.pt", unsafe.read_bytes())
+    assert err == (
+        f"facekeys predict: error: {pt}: not a plain weights file (Unsupported global: GLOBAL "
+        "argparse.Namespace); refused for safety\n"
+    )
+    assert "weights_only" not in err
+    if (tiny_model / "refine" / "model.pt").is_file():
+        assert fails_with("refine/model.pt", b"") == (
+            f"facekeys predict: error: {broken / 'refine' / 'model.pt'}: empty file (0 bytes); "
+            "train or copy the model again\n"
+        )
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tiny_model, tmp_path, capsys):
+    from facekeys.predict import predict_files
+
+    photos = photos_with(tmp_path / "photos", count=5)
+    predictor = KeypointPredictor.from_dir(tiny_model)
+    out = tmp_path / "p.csv"
+    result = predict_files(
+        predictor, [str(photos)], out, tmp_path / "e.csv", batch_size=2, progress_every=2
+    )
+    assert result == (5, 0, 0)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        "predict: 2 of 5 images (40 %)",
+        "predict: 4 of 5 images (80 %)",
+    ]
+    assert all(line.endswith(" images/s") for line in lines)

@@ -58,11 +58,15 @@ def test_registry_aliases_follow_the_gate(logged_model, monkeypatch):
 
     uri, model_uri, run_id = logged_model
 
-    def register(value):
-        return register_version(uri, "facekeys-tiny", model_uri, run_id, "test.nme_mean", value,
+    def register(value, run=run_id):
+        return register_version(uri, "facekeys-tiny", model_uri, run, "test.nme_mean", value,
                                 0.0005, {"git_commit": "abc"})  # fmt: skip
 
-    first, better, worse, equal = (register(v) for v in (0.05, 0.04, 0.045, 0.04))
+    first, better, worse = (register(v) for v in (0.05, 0.04, 0.045))
+    # The same model scored the same again is the same version; a tie needs another run.
+    client = mlflow.tracking.MlflowClient(uri, registry_uri=uri)
+    other_run = client.create_run(client.get_run(run_id).info.experiment_id).info.run_id
+    equal = register(0.04, run=other_run)
     other_metric = register_version(uri, "facekeys-tiny", model_uri, run_id, "test.rmse_px", 0.001,
                                     0.0, {})  # fmt: skip
     # Gated on another metric: not comparable with the champion, so no alias at all.
@@ -71,7 +75,6 @@ def test_registry_aliases_follow_the_gate(logged_model, monkeypatch):
     assert (better["alias"], better["previous_champion_version"]) == (CHAMPION, 1)
     assert worse["alias"] == CHALLENGER and "worse" in worse["reason"]
     assert equal["alias"] == CHALLENGER and "equals" in equal["reason"]
-    client = mlflow.tracking.MlflowClient(uri, registry_uri=uri)
     champion = client.get_model_version_by_alias("facekeys-tiny", CHAMPION)
     challenger = client.get_model_version_by_alias("facekeys-tiny", CHALLENGER)
     # @challenger: the best version that is not the champion (0.04 ties with it).
@@ -192,7 +195,7 @@ def test_the_gate_compares_like_with_like_and_keeps_a_champion(logged_model, mon
     assert (tags[registry.GATE_DATA_TAG], float(tags[registry.GATE_TAG])) == ("B", 0.02)
     assert tags["gate_previous"] == "test.nme_mean=0.05 on A"
     assert aliases() == {CHAMPION: "1", CHALLENGER: "4"}
-    better = register(0.01, test="B", rescore=lambda u: pytest.fail("scored again"))  # v6
+    better = register(0.009, test="B", rescore=lambda u: pytest.fail("scored again"))  # v6
     assert better["alias"] == CHAMPION and aliases()[CHAMPION] == "6"
 
     # The champion's version deleted: the best remaining comparable version is the reference

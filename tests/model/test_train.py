@@ -222,3 +222,13 @@ def test_a_store_whose_artifacts_live_on_a_server_is_refused_before_training(tmp
     )
     with pytest.raises(FacekeysError, match=r"keeps its artifacts on an MLflow server"):
         MlflowRun(uri, "facekeys-served", params={}, tags={})
+
+
+def test_an_unreadable_checkpoint_means_training_afresh(tiny_augmented, tmp_path):
+    checkpoint = tmp_path / "ckpt.pt"
+    checkpoint.write_bytes(b"PK\x03\x04 truncated by a full disk")
+    lines: list[str] = []
+    settings = dataclasses.replace(TINY, epochs=1)
+    summary = train(tiny_augmented, tmp_path / "model", checkpoint, settings, log=lines.append)
+    assert summary["epochs_run"] == 1 and (tmp_path / "model" / "model.pt").is_file()
+    assert any("unreadable checkpoint" in line and "starting afresh" in line for line in lines)

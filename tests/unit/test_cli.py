@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import face_points_68, png_bytes, row68
+from tests.conftest import REPO, face_points_68, png_bytes, row68
 
 FACEKEYS = [sys.executable, "-m", "facekeys.cli"]
 
@@ -136,3 +137,39 @@ def test_missing_images_option(tiny68, tmp_path):
         "validate", "--format", "youtube68", "--csv", str(csv_path), "--out", str(tmp_path / "o")
     )
     assert result.returncode == 1 and "needs --images DIR" in result.stderr
+
+
+def test_predict_registered_model_outside_the_project_creates_nothing(tmp_path):
+    """No MLflow store here: one line saying so, and no empty mlflow.db left in the folder."""
+    (tmp_path / "face.png").write_bytes(png_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    result = subprocess.run(
+        [*FACEKEYS, "predict", "face.png", "--model", "models:/facekeys-x@champion",
+         "--out", "p.csv"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"facekeys predict: error: models:/facekeys-x@champion: no MLflow store at "
+        f"{tmp_path.resolve() / 'mlflow.db'} (run in the project folder, or set "
+        "MLFLOW_TRACKING_URI)\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png"]
+
+
+def test_predict_output_under_a_file_is_one_line_without_traceback(tmp_path):
+    (tmp_path / "face.png").write_bytes(png_bytes())
+    (tmp_path / "out").write_text("a file")
+    result = facekeys(
+        "predict", str(tmp_path / "face.png"), "--model", str(tmp_path / "m"),
+        "--out", str(tmp_path / "out" / "p.csv"),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"facekeys predict: error: {tmp_path / 'out' / 'p.csv'}: cannot write: "
+        f"{tmp_path / 'out'} is a file, not a folder\n"
+    )

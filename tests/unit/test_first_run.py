@@ -206,3 +206,29 @@ def check_outputs_and_staleness(work: Path, env: dict[str, str]) -> None:
     }
     registered = json.loads((work / "metrics/kaggle-15/register.json").read_text())
     assert registered["version"] == 2 and registered["previous_champion_version"] == 1
+
+    # Back to the first params: DVC restores train and evaluate from its run cache, but runs
+    # register again (its uncached log output turns the run cache off there), and the registry
+    # reuses the version that already holds that model instead of adding a duplicate.
+    (work / "params.yaml").write_text(
+        (work / "params.yaml").read_text().replace("    kaggle-15: 64", "    kaggle-15: 96")
+    )
+    fifth = dvc(work, env, "repro")
+    assert fifth.returncode == 0, fifth.stderr[-3000:]
+    assert "Running stage 'register@kaggle-15'" in fifth.stdout
+    assert "Running stage 'train@kaggle-15'" not in fifth.stdout
+    registered = json.loads((work / "metrics/kaggle-15/register.json").read_text())
+    assert registered["version"] == 1, registered
+
+    # An experiment in DVC's temporary copy logs and registers in the workspace's own store,
+    # not in a throwaway mlflow.db inside the copy.
+    experiment = dvc(
+        work, env, "exp", "run", "--temp", "-S", "train.epochs=1", "register@kaggle-15"
+    )
+    assert experiment.returncode == 0, (experiment.stdout + experiment.stderr)[-3000:]
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    versions = client.search_model_versions("name='facekeys-kaggle-15'")
+    assert sorted(int(v.version) for v in versions) == [1, 2, 3]
+    assert not list((work / ".dvc").rglob("mlflow.db"))
