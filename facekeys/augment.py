@@ -216,6 +216,14 @@ def read_split(
     )
 
 
+def held_out_split(card: dict[str, Any]) -> dict[str, Any]:
+    """What decided a trained model's held-out rows, from its model card: the split settings
+    (``SPLIT_KEYS``) of the data it trained on. Two models with equal splits held out the same
+    rows of the same CSV."""
+    data = (card.get("resolved_config") or {}).get("data") or {}
+    return {key: data.get(key) for key in SPLIT_KEYS}
+
+
 def identity_of(name: str) -> str:
     """The person in a frame name: the file stem without its frame number (``Luis_Fonsi_21.jpg``
     -> ``Luis_Fonsi``)."""

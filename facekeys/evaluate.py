@@ -26,6 +26,7 @@ class LabelledImages:
     images: list[np.ndarray]
     points: np.ndarray
     label_pixel_offset: float = 0.0  # subtracted from the source labels on reading
+    source_points: np.ndarray | None = None  # the labels as the source has them
 
 
 def load_labelled(
@@ -53,6 +54,7 @@ def load_labelled(
         images=images,
         points=rows.points[keep] - label_pixel_offset,
         label_pixel_offset=label_pixel_offset,
+        source_points=rows.points[keep],
     )
 
 
@@ -79,8 +81,8 @@ def labelled_sha256(data: LabelledImages) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    source_labels = data.points.astype(np.float64) + data.label_pixel_offset
-    digest.update(np.ascontiguousarray(np.round(source_labels, 4)).tobytes())
+    labels = data.source_points if data.source_points is not None else data.points
+    digest.update(np.ascontiguousarray(labels, dtype=np.float64).tobytes())
     for image in data.images:
         digest.update(repr((image.shape, str(image.dtype))).encode())
         digest.update(np.ascontiguousarray(image).tobytes())

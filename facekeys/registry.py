@@ -24,6 +24,21 @@ GATE_DATA_TAG = "gate_data_sha256"
 
 
 @dataclass(frozen=True)
+class Incomparable:
+    """What a re-scoring returns when the champion cannot be scored fairly on the new data.
+
+    Attributes:
+        reason: Why, in words (it goes into the decision).
+        new_line: The held-out rows were defined anew (another split), so no version of the old
+            definition can be compared: the new version leads (``@champion``), saying so.
+            Otherwise the new version stays a challenger.
+    """
+
+    reason: str
+    new_line: bool = False
+
+
+@dataclass(frozen=True)
 class Decision:
     alias: str
     reason: str
@@ -83,7 +98,7 @@ def register_version(
     value: float,
     min_improvement: float,
     tags: dict[str, str],
-    rescore: Callable[[str], float] | None = None,
+    rescore: Callable[[str], float | Incomparable] | None = None,
     paired: Callable[[str], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Registers ``model_uri`` under ``name``, applies the gate and returns the record written to
@@ -310,7 +325,7 @@ def _reference(
     name: str,
     metric: str,
     gate_data: str | None,
-    rescore: Callable[[str], float] | None,
+    rescore: Callable[[str], float | Incomparable] | None,
     exclude: str | None = None,
 ) -> _Reference:
     champion = _alias_version(client, name, CHAMPION)
@@ -337,10 +352,17 @@ def _reference(
     )
     if rescore is None:
         return _Reference(champion, math.nan, f"the champion (version {champion}) was {why}")
-    rescored = float(rescore(f"models:/{name}/{champion}"))
+    outcome = rescore(f"models:/{name}/{champion}")
+    if isinstance(outcome, Incomparable):
+        note = f"the champion (version {champion}) was {why} and {outcome.reason}"
+        if outcome.new_line:
+            # Held-out rows defined anew: the first version of the new definition leads it.
+            return _Reference(champion, None, f"{note}: not comparable, a new line starts")
+        return _Reference(champion, math.nan, note)
+    rescored = float(outcome)
     note = f"the champion (version {champion}) was {why}: re-scored on this data, {rescored:.6g}"
     if not math.isfinite(rescored):
-        return _Reference(champion, None, note)
+        return _Reference(champion, math.nan, note)
     # The champion now carries this score, so later versions compare without scoring it again
     # and @challenger can be chosen among versions scored like it.
     old = current.tags or {}

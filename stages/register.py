@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from facekeys.atomic import atomic_file, write_json
-from facekeys.augment import identity_of
+from facekeys.augment import held_out_split, identity_of
 from facekeys.errors import FacekeysError
 from facekeys.evaluate import (
     evaluation_splits,
@@ -21,9 +21,10 @@ from facekeys.evaluate import (
     paired_bootstrap_gain,
     score_model_on,
 )
-from facekeys.predict import KeypointPredictor
+from facekeys.predict import KeypointPredictor, read_card
 from facekeys.registry import (
     GATE_DATA_TAG,
+    Incomparable,
     check_scored_model,
     logged_code_sha256,
     register_version,
@@ -109,15 +110,25 @@ def _register(
     tags["code_sha256"] = logged_code_sha256(uri, train["model_uri"])
     gate_data = evaluation_splits(dataset).get(split)
 
-    def rescore(version_uri: str) -> float:
+    own_split = held_out_split(read_card(Path("models") / dataset))
+
+    def rescore(version_uri: str) -> float | Incomparable:
         # The champion was scored on other data (or with another metric): score it again
-        # here, on exactly the data the new version was scored on.
-        print(f"scoring the champion {version_uri} on this {split} data", file=sys.stderr)
+        # here, on exactly the data the new version was scored on, if it never trained on it.
         assert gate_data is not None
         with tempfile.TemporaryDirectory() as tmp:
-            metrics = score_model_on(registered_model_dir(uri, version_uri, tmp), gate_data)
+            folder = registered_model_dir(uri, version_uri, tmp)
+            if held_out_split(read_card(folder)) != own_split:
+                return Incomparable(
+                    "was trained with another held-out split (augment seed, val_fraction, "
+                    f"new_people_fraction), so its training rows may include these {split} "
+                    "rows",
+                    new_line=True,
+                )
+            print(f"scoring the champion {version_uri} on this {split} data", file=sys.stderr)
+            metrics = score_model_on(folder, gate_data)
         if metrics.get("data_sha256") != scored.get("data_sha256"):
-            return math.nan  # other labels or pixels: still not the same numbers
+            return Incomparable("scores other labels or pixels for these rows")
         found = metrics.get(key)
         return math.inf if found is None else float(found)
 
@@ -138,6 +149,8 @@ def _register(
         )
         with tempfile.TemporaryDirectory() as tmp:
             champion = KeypointPredictor.from_dir(registered_model_dir(uri, version_uri, tmp))
+            if held_out_split(champion.card) != own_split:
+                return None  # it may have trained on these rows: no fair comparison
             champion_points = champion.to_label_convention(champion.predict(data.images))
         # Compared in the source's label convention: each model's own offset applied.
         candidate_points = candidate.to_label_convention(candidate.predict(data.images))

@@ -198,10 +198,20 @@ def test_the_gate_compares_like_with_like_and_keeps_a_champion(logged_model, mon
     better = register(0.009, test="B", rescore=lambda u: pytest.fail("scored again"))  # v6
     assert better["alias"] == CHAMPION and aliases()[CHAMPION] == "6"
 
+    # A champion that cannot be scored fairly on the new data: kept when the data differ, but
+    # a new held-out split (its training rows may include the gate rows) starts a new line.
+    unfair = register(0.2, test="C", rescore=lambda u: registry.Incomparable("sees other labels"))
+    assert unfair["alias"] is None and "sees other labels" in unfair["reason"]
+    assert aliases()[CHAMPION] == "6"
+    resplit = registry.Incomparable("was trained with another held-out split", new_line=True)
+    leader = register(0.3, test="D", rescore=lambda u: resplit)
+    assert leader["alias"] == CHAMPION and "a new line starts" in leader["reason"]
+    client.set_registered_model_alias("facekeys-gate", CHAMPION, "6")  # back, for what follows
+
     # The champion's version deleted: the best remaining comparable version is the reference
     # and takes the alias back when the newcomer does not beat it.
     client.delete_model_version("facekeys-gate", "6")
-    after = register(0.05, test="B")  # v7; v4 (0.01) is the best left on test data B
+    after = register(0.05, test="B")  # v9; v4 (0.01) is the best left on test data B
     assert after["alias"] is None and "best existing version 4" in after["reason"]
     assert aliases()[CHAMPION] == "4"
 
