@@ -165,3 +165,15 @@ def test_an_unreachable_server_names_the_callers_own_setting(setting):
     uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(FacekeysError, match=rf"unreachable .*set {setting}: false to log locally"):
         check_reachable(uri, setting=setting)
+
+
+def test_a_read_only_store_is_named_as_read_only(tmp_path):
+    path = tmp_path / "mlflow.db"
+    MlflowRun(f"sqlite:///{path}", "facekeys-exists", {}, {}, (tmp_path / "a").as_uri())
+    # SQLite's own read-only mode: the store opens, and every write is refused (as on a
+    # read-only mount, which root here cannot make with chmod).
+    uri = f"sqlite:///file:{path}?mode=ro&uri=true"
+    with pytest.raises(FacekeysError) as caught, mlflow_errors(uri):
+        MlflowRun(uri, "facekeys-new", {}, {}, (tmp_path / "a").as_uri())
+    message = str(caught.value)
+    assert "\n" not in message and "read-only" in message, message
