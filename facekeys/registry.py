@@ -141,7 +141,7 @@ def register_version(
             client.create_registered_model(
                 name, description="facekeys keypoint model; aliases champion/challenger"
             )
-        scored = {"gate_metric": metric, GATE_TAG: repr(float(value)), GATE_DATA_TAG: gate_data}
+        scored = {"gate_metric": metric, GATE_TAG: repr(float(value))}
         existing = _version_of(client, name, model_uri, run_id, scored)
         if existing is not None and _alias_version(client, name, CHAMPION) == existing:
             # An earlier run of this stage registered and crowned this model, then was
@@ -244,8 +244,7 @@ def _version_of(
     client: Any, name: str, model_uri: str, run_id: str, scored: dict[str, str]
 ) -> str | None:
     """The version that already holds this run's logged model scored exactly so (``scored``:
-    gate metric, value and data tags), if any: what a rerun of an interrupted registration
-    finds."""
+    gate metric and value tags), if any: what a rerun of an interrupted registration finds."""
     logged_model = model_uri.removeprefix("models:/")
     for found in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
         same_model = found.source == model_uri or getattr(found, "model_id", None) == logged_model

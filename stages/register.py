@@ -52,6 +52,12 @@ def _per_dataset(section: dict[str, Any], key: str, dataset: str) -> Any:
     return value
 
 
+def split_digest(dataset: str) -> str:
+    """A short hash of the held-out split settings on this data set's trained model card."""
+    split = held_out_split(read_card(Path("models") / dataset))
+    return hashlib.sha256(json.dumps(split, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def main(params: dict[str, Any], argv: list[str]) -> None:
     dataset = dataset_arg(argv, params)
     section = params.get("register", {})
@@ -76,7 +82,9 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     params_used = {k: params.get(k) for k in ("augment", "train")}
     tags = {
         "dataset": dataset,
-        GATE_DATA_TAG: str(scored.get("data_sha256")),
+        # The rows and the split that made them held-out: a version trained with another split
+        # is never compared by its tags, only after the gate checked its card.
+        GATE_DATA_TAG: f"{scored.get('data_sha256')};split:{split_digest(dataset)}",
         **git_state("."),
         **dvc_lock_hashes(".", f"augment@{dataset}"),
         "params_sha256": hashlib.sha256(
