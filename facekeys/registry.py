@@ -421,6 +421,11 @@ def logged_code_sha256(uri: str, model_uri: str) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    # A models:/m-<id> URI is resolved through the process-wide tracking and registry URIs,
+    # which otherwise default to an mlflow.db in the current folder (another store inside a DVC
+    # experiment's temporary copy).
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             root = Path(

@@ -177,3 +177,19 @@ def test_a_read_only_store_is_named_as_read_only(tmp_path):
         MlflowRun(uri, "facekeys-new", {}, {}, (tmp_path / "a").as_uri())
     message = str(caught.value)
     assert "\n" not in message and "read-only" in message, message
+
+
+def test_an_experiment_in_a_temporary_copy_registers_in_the_workspace_store(tmp_path):
+    """`dvc exp run --temp` runs in .dvc/tmp/exps/<run>/: without MLFLOW_TRACKING_URI the
+    stages still log and register into the workspace's own mlflow.db, not a throwaway one."""
+    import mlflow
+
+    work, env = make_project(tmp_path, tracking_uri="", commit=True)
+    command = ("exp", "run", "--temp", "-S", "train.epochs=1", "register@kaggle-15")
+    experiment = dvc(work, env, *command)
+    assert experiment.returncode == 0, (experiment.stdout + experiment.stderr)[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    versions = client.search_model_versions("name='facekeys-kaggle-15'")
+    assert [int(v.version) for v in versions] == [1]
+    assert not list((work / ".dvc").rglob("mlflow.db"))
+    assert (work / "params.yaml").read_text().count("epochs: 2") >= 1  # the workspace unchanged
