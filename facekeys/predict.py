@@ -630,10 +630,11 @@ def _load_registered(uri: str) -> KeypointPredictor:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(registry)
+    from facekeys.mlflow_scope import mlflow_uris
+
     try:
-        model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+        with mlflow_uris(tracking, registry):
+            model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     except (MlflowException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise FacekeysError(f"{uri}: cannot load from {tracking}: {reason}") from None

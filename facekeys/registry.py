@@ -232,12 +232,17 @@ def _create_version(
 ) -> Any:
     # A tracking server refuses a logged model's URI (models:/m-<id>) as the source unless the
     # request names the model too; a local store accepts either.
+    from facekeys.mlflow_scope import mlflow_uris
+
     logged_model = (
         model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     )
-    return client.create_model_version(
-        name, model_uri, run_id=run_id, model_id=logged_model, tags=tags, description=description
-    )
+    # MLflow resolves the models:/ source through the process-wide URIs, not the client's.
+    with mlflow_uris(client.tracking_uri):
+        return client.create_model_version(
+            name, model_uri, run_id=run_id, model_id=logged_model, tags=tags,
+            description=description,
+        )  # fmt: skip
 
 
 def _version_of(
@@ -421,12 +426,12 @@ def logged_code_sha256(uri: str, model_uri: str) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from facekeys.mlflow_scope import mlflow_uris
+
     # A models:/m-<id> URI is resolved through the process-wide tracking and registry URIs,
     # which otherwise default to an mlflow.db in the current folder (another store inside a DVC
     # experiment's temporary copy).
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    with tempfile.TemporaryDirectory() as tmp:
+    with mlflow_uris(uri), tempfile.TemporaryDirectory() as tmp:
         try:
             root = Path(
                 mlflow.artifacts.download_artifacts(

@@ -222,7 +222,7 @@ class MlflowRun(EpochLogger):
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             self.experiment_id = self.client.create_experiment(
@@ -334,6 +334,7 @@ def log_pyfunc_model(uri: str, run_id: str, model_dir: Path) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    from facekeys.mlflow_scope import mlflow_uris
     from facekeys.predict import prediction_columns
 
     card = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
@@ -346,7 +347,6 @@ def log_pyfunc_model(uri: str, run_id: str, model_dir: Path) -> Any:
     example_image = np.full((size, size), 128, np.uint8)
     example = pd.DataFrame({"image": [cv2.imencode(".png", example_image)[1].tobytes()] * 2})
     package = Path(__file__).resolve().parent
-    mlflow.set_tracking_uri(uri)
     with tempfile.TemporaryDirectory() as tmp:
         # Only the networks: the folder may also hold exports and plots from other stages.
         bundle = Path(tmp) / "model"
@@ -357,7 +357,7 @@ def log_pyfunc_model(uri: str, run_id: str, model_dir: Path) -> Any:
             (bundle / "refine").mkdir()
             for name in ("model.pt", "model.json"):
                 shutil.copy2(model_dir / "refine" / name, bundle / "refine" / name)
-        with mlflow.start_run(run_id=run_id):
+        with mlflow_uris(uri), mlflow.start_run(run_id=run_id):
             return mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(package / "mlflow_model.py"),
@@ -459,7 +459,7 @@ def log_to_run(uri: str, run_id: str, metrics: dict[str, float], artifacts: list
     bound_mlflow_http()
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items())]
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,22 @@ SHARED_DATA = Path(os.environ.get("FACEKEYS_SHARED_DATA", REPO.parent / "shared"
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+_MLFLOW_VARIABLES = {
+    name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_uris():
+    """Tests run several to a process: a store's URI that one test sets (MLflow keeps it
+    process-wide and exports it) must not reach the next test or the DVC children it starts."""
+    yield
+    if "mlflow" in sys.modules:
+        from facekeys.mlflow_scope import restore_mlflow_uris
+
+        restore_mlflow_uris(None, None, _MLFLOW_VARIABLES)
 
 
 def face_points_68(width: int = 100, height: int = 100) -> np.ndarray:

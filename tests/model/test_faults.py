@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -51,7 +52,7 @@ def test_a_kill_after_training_retrains_nothing_and_leaves_no_running_run(tmp_pa
     assert not (work / "models/.youtube-faces-68.training").exists()
     import mlflow
 
-    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"], env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("facekeys-youtube-faces-68")
     runs = client.search_runs([experiment.experiment_id])
     assert [r.info.status for r in runs] == ["FINISHED"]  # the killed run, resumed and ended
@@ -146,8 +147,13 @@ def test_registering_the_same_model_twice_reuses_its_version(tmp_path, tiny_augm
         return register_version(uri, "facekeys-twice", model_uri, run.run_id,
                                 "selection.nme_mean", 0.05, 0.0, tags)  # fmt: skip
 
+    import mlflow
+
+    before = (mlflow.get_registry_uri(), os.environ.get("MLFLOW_REGISTRY_URI"))
     first, second = register(), register()
 
+    # Registering leaves no store behind in the process (a later client or DVC child would use it).
+    assert (mlflow.get_registry_uri(), os.environ.get("MLFLOW_REGISTRY_URI")) == before
     assert (first["version"], first["alias"]) == (1, CHAMPION)
     assert (second["version"], second["alias"]) == (1, CHAMPION)
     assert "already holds this model" in second["reason"]
@@ -188,8 +194,8 @@ def test_an_experiment_in_a_temporary_copy_registers_in_the_workspace_store(tmp_
     command = ("exp", "run", "--temp", "-S", "train.epochs=1", "register@kaggle-15")
     experiment = dvc(work, env, *command)
     assert experiment.returncode == 0, (experiment.stdout + experiment.stderr)[-3000:]
-    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
-    versions = client.search_model_versions("name='facekeys-kaggle-15'")
+    store = f"sqlite:///{work / 'mlflow.db'}"
+    versions = mlflow.MlflowClient(store, store).search_model_versions("name='facekeys-kaggle-15'")
     assert [int(v.version) for v in versions] == [1]
     assert not list((work / ".dvc").rglob("mlflow.db"))
     assert (work / "params.yaml").read_text().count("epochs: 2") >= 1  # the workspace unchanged

@@ -179,7 +179,7 @@ def test_mlflow_run_in_a_temporary_sqlite_store(tiny_augmented, tmp_path, monkey
     loss_plot(history, tmp_path / "loss.png")
     run.finish(summary, tmp_path / "model", tmp_path / "loss.png", tmp_path / "history.csv")
 
-    client = mlflow.tracking.MlflowClient(uri)
+    client = mlflow.tracking.MlflowClient(uri, registry_uri=uri)
     stored = client.get_run(run.run_id)
     assert stored.data.params["train.architecture"] == "heatmap"
     assert stored.data.tags["git_commit"] == "abc"

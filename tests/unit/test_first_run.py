@@ -122,7 +122,8 @@ def test_scripts_pipeline_completes_from_a_fresh_clone_without_kaggle_access(tmp
     assert card["data_source"]["source"] == "derived:youtube-faces-68"
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+    store = f"sqlite:///{clone / 'mlflow.db'}"
+    client = mlflow.MlflowClient(store, store)
     runs = client.search_runs(
         [client.get_experiment_by_name("facekeys-kaggle-15").experiment_id],
         filter_string="tags.`data.source` = 'derived:youtube-faces-68'",
