@@ -171,8 +171,8 @@ def load_stage(folder: str | os.PathLike[str]) -> StageModel:
     Raises:
         FacekeysError: One line naming the file that cannot be used and why.
     """
+    from facekeys.checkpoints import load_model
     from facekeys.errors import FacekeysError
-    from facekeys.train import load_model
 
     folder = Path(folder)
     card_path, weights = folder / "model.json", folder / "model.pt"

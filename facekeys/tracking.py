@@ -17,7 +17,7 @@ from typing import Any
 
 from facekeys.atomic import atomic_file, sha256_file
 from facekeys.errors import FacekeysError
-from facekeys.train import EpochLogger
+from facekeys.training_log import EpochLogger
 
 
 def workspace_root(folder: str | os.PathLike[str] = ".") -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from facekeys.atomic import atomic_file, check_writable, sha256_file, write_json
+from facekeys.checkpoints import publish_model
 from facekeys.errors import FacekeysError
 from facekeys.stagekit import dataset_arg, run_stage
 from facekeys.tracking import (
@@ -23,13 +24,9 @@ from facekeys.tracking import (
     mlflow_errors,
     relative_store_uri,
 )
-from facekeys.train import (
-    PrefixedLogger,
-    TrainSettings,
-    publish_model,
-    train,
-    write_history_csv,
-)
+from facekeys.train import train
+from facekeys.train_settings import TrainSettings
+from facekeys.training_log import PrefixedLogger, write_history_csv
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:

@@ -11,7 +11,8 @@ import numpy as np
 
 from facekeys.augment import AugmentSettings, augment_dataset
 from facekeys.evaluate import SplitSource, evaluate_model
-from facekeys.train import TrainSettings, train
+from facekeys.train import train
+from facekeys.train_settings import TrainSettings
 from tests.conftest import HEADER68, face_points_68, row68, write_csv
 
 SIZE = 48

@@ -13,7 +13,9 @@ from facekeys.augment import AugmentSettings, load_npz
 from facekeys.crop import apply_to_points, keypoint_box, square_crop_matrix, warp
 from facekeys.errors import FacekeysError
 from facekeys.predict import KeypointPredictor
-from facekeys.train import EpochLogger, TrainSettings, train, write_history_csv
+from facekeys.train import train
+from facekeys.train_settings import TrainSettings
+from facekeys.training_log import EpochLogger, write_history_csv
 from tests.model.test_train import TINY
 
 

@@ -17,10 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
+from facekeys.checkpoints import load_model
 from facekeys.errors import FacekeysError
 from facekeys.models import ARCHITECTURES, build_model
 from facekeys.predict import KeypointPredictor
-from facekeys.train import TrainSettings, load_model, train
+from facekeys.train import train
+from facekeys.train_settings import TrainSettings
 
 TINY = TrainSettings(
     architecture="heatmap", width=8, epochs=6, batch_size=16, lr=0.01, ema_decay=0.9,
@@ -111,7 +113,8 @@ def test_unknown_settings_are_one_line_errors():
 
 RUNNER = """
 import sys, dataclasses, json
-from facekeys.train import TrainSettings, train
+from facekeys.train import train
+from facekeys.train_settings import TrainSettings
 settings = TrainSettings(**json.loads(sys.argv[4]))
 train(sys.argv[1], sys.argv[2], sys.argv[3], settings, log=lambda line: None)
 """
@@ -162,7 +165,7 @@ def test_mlflow_run_in_a_temporary_sqlite_store(tiny_augmented, tmp_path, monkey
     import mlflow
 
     from facekeys.tracking import MlflowRun, loss_plot
-    from facekeys.train import write_history_csv
+    from facekeys.training_log import write_history_csv
 
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
