@@ -73,56 +73,21 @@ def _train_and_log(
     uri: str,
     tags: dict[str, str],
 ) -> None:
-    mlflow_params = section.get("mlflow", {})
+    """Trains the networks into a staging folder, logs them as one MLflow run, then publishes
+    them to ``models/<dataset>`` and writes the metrics."""
     data_dir = Path("data/augmented") / dataset
     model_dir, metrics_dir = Path("models") / dataset, Path("metrics") / dataset
     checkpoints = Path("checkpoints") / dataset
-    local = uri.startswith("sqlite:")
-    run = MlflowRun(
-        uri,
-        f"{mlflow_params.get('experiment_prefix', 'facekeys')}-{dataset}",
-        params={"train": section, "augment_meta": str(data_dir / "meta.json")},
-        tags=tags,
-        artifact_root=(local_artifact_root() if local else None),
-    )
+    run = _mlflow_run(dataset, data_dir, section, uri, tags)
     # Both networks are trained into a hidden staging folder and published together at the
     # end, so a killed stage never leaves a new first network beside an old (or no) refinement
     # network; the checkpoints go only once everything is written, so a kill in the last
     # seconds costs no retraining (finished checkpoints write the same model again).
     staging = model_dir.parent / f".{dataset}.training"
     shutil.rmtree(staging, ignore_errors=True)
-    summary = train(
-        data_dir,
-        staging,
-        checkpoints / "last.pt",
-        settings,
-        logger=run,
-        keep_finished_checkpoint=True,
+    summary, history = _train_networks(
+        dataset, data_dir, staging, checkpoints, settings, refine_settings, run
     )
-    history = [row | {"stage": "first"} for row in summary.pop("history")]
-    if refine_settings is not None:
-        # The second model re-crops around the first one's keypoints (see facekeys.predict).
-        refine = train(
-            data_dir / "refine",
-            staging / "refine",
-            checkpoints / "refine" / "last.pt",
-            refine_settings,
-            logger=PrefixedLogger(run, "refine.", summary["run_id"]),
-            keep_finished_checkpoint=True,
-        )
-        offset = len(history)
-        history += [
-            row | {"epoch": row["epoch"] + offset, "stage": "refine"}
-            for row in refine.pop("history")
-        ]
-        summary["refine"] = refine
-        summary["train_seconds_total"] = summary["train_seconds"] + refine["train_seconds"]
-    else:
-        with atomic_file(staging / "refine" / "NO_REFINEMENT.txt", "w", encoding="utf-8") as f:
-            f.write(
-                f"No refinement network for {dataset}: augment.refine.{dataset} is null in "
-                "params.yaml. Predictions come from the first network alone.\n"
-            )
     loss_plot(history, staging / "loss_curves.png")
     write_history_csv(metrics_dir / "train_history.csv", history)
     summary["model_uri"] = run.finish(
@@ -134,16 +99,86 @@ def _train_and_log(
     publish_model(staging, model_dir)
     write_json(metrics_dir / "train.json", summary)
     shutil.rmtree(checkpoints, ignore_errors=True)
+    print(_result_line(dataset, summary, uri), file=sys.stderr)
+
+
+def _mlflow_run(
+    dataset: str, data_dir: Path, section: dict[str, Any], uri: str, tags: dict[str, str]
+) -> MlflowRun:
+    """The MLflow run of this training, in the data set's experiment (a local SQLite store keeps
+    its artifacts in ``<workspace>/mlartifacts``)."""
+    mlflow_params = section.get("mlflow", {})
+    local = uri.startswith("sqlite:")
+    return MlflowRun(
+        uri,
+        f"{mlflow_params.get('experiment_prefix', 'facekeys')}-{dataset}",
+        params={"train": section, "augment_meta": str(data_dir / "meta.json")},
+        tags=tags,
+        artifact_root=(local_artifact_root() if local else None),
+    )
+
+
+def _train_networks(
+    dataset: str,
+    data_dir: Path,
+    staging: Path,
+    checkpoints: Path,
+    settings: TrainSettings,
+    refine_settings: TrainSettings | None,
+    run: MlflowRun,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Trains the first network, then the refinement network where there is one (or writes a
+    note saying why there is none), both into ``staging``.
+
+    Returns:
+        The first network's summary (the refinement's under ``refine``) and the history of
+        both, the refinement's epochs numbered on from the first's.
+    """
+    summary = train(
+        data_dir,
+        staging,
+        checkpoints / "last.pt",
+        settings,
+        logger=run,
+        keep_finished_checkpoint=True,
+    )
+    history = [row | {"stage": "first"} for row in summary.pop("history")]
+    if refine_settings is None:
+        with atomic_file(staging / "refine" / "NO_REFINEMENT.txt", "w", encoding="utf-8") as f:
+            f.write(
+                f"No refinement network for {dataset}: augment.refine.{dataset} is null in "
+                "params.yaml. Predictions come from the first network alone.\n"
+            )
+        return summary, history
+    # The second model re-crops around the first one's keypoints (see facekeys.predict).
+    refine = train(
+        data_dir / "refine",
+        staging / "refine",
+        checkpoints / "refine" / "last.pt",
+        refine_settings,
+        logger=PrefixedLogger(run, "refine.", summary["run_id"]),
+        keep_finished_checkpoint=True,
+    )
+    offset = len(history)
+    history += [
+        row | {"epoch": row["epoch"] + offset, "stage": "refine"} for row in refine.pop("history")
+    ]
+    summary["refine"] = refine
+    summary["train_seconds_total"] = summary["train_seconds"] + refine["train_seconds"]
+    return summary, history
+
+
+def _result_line(dataset: str, summary: dict[str, Any], uri: str) -> str:
+    """The stage's last line: best NME (and the refinement's), speed, and where it was logged."""
     line = f"best val NME {100 * summary['best_val_nme']:.2f}% at epoch {summary['best_epoch']}"
     if "refine" in summary:
         line += (
             f"; refinement: {100 * summary['refine']['best_val_nme']:.2f}% on crops around the "
             f"labelled keypoints"
         )
-    print(
+    return (
         f"models/{dataset}: {line}; {summary['images_per_s']:.0f} images/s; MLflow run "
-        f"{summary['run_id']} in {uri}",
-        file=sys.stderr,
+        f"{summary['run_id']} in {uri}"
     )
 
 
