@@ -150,8 +150,7 @@ def fetch_dataset(
         if parse_derived(source) is not None:
             if derived_input is None or DERIVABLE.get(dataset) != parse_derived(source):
                 raise FacekeysError(f"{dataset}: source {source!r} cannot be derived here")
-            fingerprint = derived_fingerprint
-            extra = _derive(dataset, Path(derived_input), staging)
+            fingerprint, extra = derived_fingerprint, _derive(dataset, Path(derived_input), staging)
         elif source.startswith(("http://", "https://")):
             setting = setting_name(dataset, source_origin)
             fingerprint, extra = _from_url(source, layout, staging, settings, credentials, setting)
@@ -164,18 +163,31 @@ def fetch_dataset(
         manifest = _manifest(dataset, source, source_origin, extra, layout, staging)
         write_json(staging / "manifest.json", manifest)
     if source_record is not None:
-        # Beside the folder, not in it: a source touched without a change of content must not
-        # make every later stage stale.
-        write_json(
-            source_record,
-            {
-                "dataset": dataset,
-                "source": source,
-                "source_origin": source_origin,
-                "fingerprint": fingerprint,
-            },
-        )
+        _write_source_record(source_record, dataset, source, source_origin, fingerprint)
     return manifest
+
+
+def _write_source_record(
+    path: str | os.PathLike[str],
+    dataset: str,
+    source: str,
+    source_origin: str,
+    fingerprint: dict[str, Any] | None,
+) -> None:
+    """Records the source and its fingerprint, for the orchestrator's data check.
+
+    Beside the folder, not in it: a source touched without a change of content must not make
+    every later stage stale.
+    """
+    write_json(
+        path,
+        {
+            "dataset": dataset,
+            "source": source,
+            "source_origin": source_origin,
+            "fingerprint": fingerprint,
+        },
+    )
 
 
 def _from_url(
@@ -195,7 +207,7 @@ def _from_url(
     extra: dict[str, Any] = {}
     if credentials is not None:
         extra["credentials"] = (
-            "environment" if credentials.origin == "environment" else ("kaggle.json")
+            "environment" if credentials.origin == "environment" else "kaggle.json"
         )
     return fingerprint, extra
 
