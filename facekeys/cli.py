@@ -43,8 +43,9 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_fetch(args: argparse.Namespace) -> int:
-    from facekeys.fetch import FetchSettings, fetch_dataset
+    from facekeys.fetch import fetch_dataset
     from facekeys.kaggle import find_credentials, is_competition_download
+    from facekeys.source_plan import FetchSettings
 
     settings = FetchSettings(timeout_s=args.timeout)
     kaggle = is_competition_download(args.source, settings.kaggle_hosts)

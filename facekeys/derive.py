@@ -61,6 +61,7 @@ _FROM_68: dict[str, tuple[int, ...]] = {
     "mouth_center_bottom_lip": (57,),
 }
 _REQUIRED = [KAGGLE_POINTS.index(p) for p in KAGGLE_REQUIRED]
+_KAGGLE_HEADER = [*(f"{p}_{axis}" for p in KAGGLE_POINTS for axis in ("x", "y")), "Image"]
 
 
 def parse_derived(source: str) -> str | None:
@@ -152,32 +153,17 @@ def derive_kaggle15(
 
     layout = DATASETS[DERIVABLE["kaggle-15"]]
     source68, out = Path(source68), Path(out)
-    header = [*(f"{p}_{axis}" for p in KAGGLE_POINTS for axis in ("x", "y")), "Image"]
     splits = [(n, split, _read_68_csv(source68 / split.csv)) for n, split in layout.splits.items()]
-    total, done = sum(len(records.rows) for _, _, records in splits), 0
+    counter = _Progress(sum(len(records.rows) for _, _, records in splits), progress)
     target = dict(zip(layout.splits, DATASETS["kaggle-15"].csvs, strict=True))
     skipped: list[list[str]] = []
     result: dict[str, Any] = {}
     for split_name, split, records in splits:
-        written = partial = 0
         skipped_before = len(skipped)
-        with atomic_file(out / target[split_name], newline="") as handle:
-            handle.write(",".join(header) + "\n")
-            for fields, line in zip(records.rows, records.lines, strict=True):
-                done += 1
-                name = fields[0].strip() if fields else ""
-                try:
-                    row, kept_few = _kaggle_line(
-                        fields, source68 / str(split.images), limits, split_name == "training"
-                    )
-                except (ImageProblem, ValueError) as problem:
-                    skipped.append([split_name, str(line), name, str(problem)])
-                    continue
-                finally:
-                    if progress:
-                        progress(done, total)
-                handle.write(row)
-                written, partial = written + 1, partial + kept_few
+        images = source68 / str(split.images)
+        written, partial = _write_split(
+            out / target[split_name], split_name, records, images, limits, skipped, counter
+        )
         result[split_name] = vars(DerivedSplit(written, partial, len(skipped) - skipped_before))
         if written == 0:
             raise FacekeysError(
@@ -190,6 +176,50 @@ def derive_kaggle15(
                 [["split", "line", "image", "reason"], *skipped]
             )
     return result
+
+
+class _Progress:
+    """Counts images done over all splits and reports each one to an optional callback."""
+
+    def __init__(self, total: int, callback: Callable[[int, int], None] | None) -> None:
+        self.total = total
+        self.done = 0
+        self.callback = callback
+
+    def step(self) -> None:
+        self.done += 1
+        if self.callback:
+            self.callback(self.done, self.total)
+
+
+def _write_split(
+    path: Path,
+    split_name: str,
+    records: CsvRecords,
+    images: Path,
+    limits: ImageLimits | None,
+    skipped: list[list[str]],
+    counter: _Progress,
+) -> tuple[int, int]:
+    """Writes one split's Kaggle CSV; returns rows written and of them partial.
+
+    A row that cannot be used is appended to ``skipped`` (split, line, image, reason).
+    """
+    written = partial = 0
+    with atomic_file(path, newline="") as handle:
+        handle.write(",".join(_KAGGLE_HEADER) + "\n")
+        for fields, line in zip(records.rows, records.lines, strict=True):
+            name = fields[0].strip() if fields else ""
+            try:
+                row, kept_few = _kaggle_line(fields, images, limits, split_name == "training")
+            except (ImageProblem, ValueError) as problem:
+                skipped.append([split_name, str(line), name, str(problem)])
+                continue
+            finally:
+                counter.step()
+            handle.write(row)
+            written, partial = written + 1, partial + kept_few
+    return written, partial
 
 
 def _read_68_csv(path: Path) -> CsvRecords:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from facekeys.errors import FacekeysError
-from facekeys.fetch import FetchSettings, fingerprints_differ, plan_fingerprint, plan_source
+from facekeys.source_fingerprint import fingerprints_differ, plan_fingerprint
+from facekeys.source_plan import FetchSettings, plan_source
 
 #: Event the data check emits when a data source changed since its last fetch.
 DATA_CHANGED_EVENT = "facekeys.data.changed"

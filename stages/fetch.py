@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from facekeys.fetch import FetchSettings, fetch_planned, plan_source
+from facekeys.fetch import fetch_planned
+from facekeys.source_plan import FetchSettings, plan_source
 from facekeys.stagekit import dataset_arg, run_stage
 
 

@@ -49,7 +49,8 @@ def test_the_derived_kaggle_layout_matches_the_published_one(shared_data, tmp_pa
     import numpy as np
     import pandas as pd
 
-    from facekeys.fetch import FetchSettings, fetch_planned, plan_source
+    from facekeys.fetch import fetch_planned
+    from facekeys.source_plan import FetchSettings, plan_source
 
     sources = {
         "youtube-faces-68": str(shared_data / "youtube-faces-68"),

@@ -178,7 +178,7 @@ def test_a_changed_source_triggers_a_pipeline_run_that_fetches_it_again(live):
     # The same bytes: DVC reruns nothing after the fetch.
     assert "Running stage 'validate@kaggle-15'" not in logs
     record = json.loads((live.work / "data/raw/kaggle-15.source.json").read_text())
-    from facekeys.fetch import source_fingerprint
+    from facekeys.source_fingerprint import source_fingerprint
 
     assert record["fingerprint"] == source_fingerprint(str(source.parent))
     # The refetch recorded the new fingerprint: the next check finds nothing to announce.

@@ -19,8 +19,9 @@ from facekeys.derive import (
     keeps_only_required,
 )
 from facekeys.errors import FacekeysError
-from facekeys.fetch import FetchSettings, fetch_planned, plan_source
+from facekeys.fetch import fetch_planned
 from facekeys.schemes import KAGGLE15, KAGGLE_POINTS, KAGGLE_REQUIRED
+from facekeys.source_plan import FetchSettings, plan_source
 from facekeys.validate import validate_csv
 from tests.conftest import HEADER68, write_csv
 

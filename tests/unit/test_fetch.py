@@ -14,7 +14,8 @@ import pytest
 
 from facekeys.atomic import sha256_file
 from facekeys.errors import FacekeysError
-from facekeys.fetch import fetch_dataset, resolve_source, source_env_var
+from facekeys.fetch import fetch_dataset
+from facekeys.source_plan import resolve_source, source_env_var
 
 
 def make_youtube_folder(root: Path) -> Path:
@@ -178,7 +179,7 @@ def test_zip_slip_refused(tmp_path):
 
 
 def test_extract_cap(tmp_path):
-    from facekeys.fetch import FetchSettings
+    from facekeys.source_plan import FetchSettings
 
     archive = zip_folder(make_youtube_folder(tmp_path / "src"), tmp_path / "d.zip")
     with pytest.raises(FacekeysError, match="max_extract_bytes"):

@@ -12,7 +12,8 @@ import yaml
 
 from facekeys import orchestration as orch
 from facekeys.errors import FacekeysError
-from facekeys.fetch import fetch_dataset, source_fingerprint
+from facekeys.fetch import fetch_dataset
+from facekeys.source_fingerprint import source_fingerprint
 from tests.conftest import REPO
 from tests.tinyproject import free_port, orchestrate
 from tests.unit.test_fetch import make_youtube_folder, serve, zip_folder
@@ -347,7 +348,8 @@ def test_a_bad_cron_stops_start_before_anything_starts(tmp_path):
 
 
 def test_a_derived_source_changes_when_the_set_it_is_made_from_changes(tmp_path, monkeypatch):
-    from facekeys.fetch import FetchSettings, fetch_planned, plan_source
+    from facekeys.fetch import fetch_planned
+    from facekeys.source_plan import FetchSettings, plan_source
     from tests.unit.test_derive import make_68_set
 
     for name in ("FACEKEYS_SOURCE_YOUTUBE_FACES_68", "FACEKEYS_SOURCE_KAGGLE_15"):
