@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from facekeys.atomic import atomic_file, sha256_file, write_json
-from facekeys.augment import load_npz
 from facekeys.errors import FacekeysError
+from facekeys.labelled_splits import load_npz
 from facekeys.losses import LOSSES, masked_loss, nme_per_sample
 from facekeys.models import ARCHITECTURES, build_model
 from facekeys.schemes import FORMATS

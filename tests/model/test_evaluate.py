@@ -9,7 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facekeys.augment import AugmentSettings, augment_dataset
+from facekeys.augment import augment_dataset
+from facekeys.augment_settings import AugmentSettings
 from facekeys.evaluate import SplitSource, evaluate_model
 from facekeys.train import TrainSettings, train
 from tests.conftest import HEADER68, face_points_68, row68, write_csv
