@@ -25,7 +25,8 @@ from common import labelled_split, trained_models
 from facekeys.detect import detect_faces, matching_face
 from facekeys.evaluate import OUTER_EYE_CORNERS, nme_per_image
 from facekeys.images import load_image
-from facekeys.predict import IMAGE_SUFFIXES, KeypointPredictor
+from facekeys.predict import KeypointPredictor
+from facekeys.predict_files import IMAGE_SUFFIXES
 
 
 def _paste(image: np.ndarray, points: np.ndarray):

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from common import labelled_split
 
-from facekeys.augment import load_npz
 from facekeys.export import load_exported, seconds_per_face
+from facekeys.labelled_splits import load_npz
 from facekeys.predict import KeypointPredictor, onnx_session
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from common import labelled_split, trained_models
 
-from facekeys.augment import load_npz
 from facekeys.crop import apply_to_points
 from facekeys.evaluate import evaluation_splits, nme_per_image, rmse
+from facekeys.labelled_splits import load_npz
 from facekeys.predict import KeypointPredictor
 from facekeys.schemes import FORMATS
 

@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 from common import trained_models
 
-from facekeys.augment import load_npz
+from facekeys.labelled_splits import load_npz
 
 
 def main() -> None:

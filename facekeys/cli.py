@@ -145,6 +145,7 @@ way the model's training images were framed (the calibration stored in the model
 
 Writes OUT (CSV in the data set's own layout, original image pixels, the data set's label
 convention): name, x0, y0, ..., x67, y67 for 68 points; name + Kaggle's named columns for 15.
+name is the image's name inside the folder given, or the path of a file as given.
 With --detect haar: one row per face, then face (0 = largest), face_x, face_y, face_w, face_h
 (the detector box). Images that cannot be used go to OUT's sibling <stem>.errors.csv (name,
 reason, detail); the others are still predicted, and the exit status is then 1. Images without
@@ -184,7 +185,8 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     import torch
 
-    from facekeys.predict import check_outputs, errors_path_for, load_any_model, predict_files
+    from facekeys.model_specs import load_any_model
+    from facekeys.predict_files import check_outputs, errors_path_for, predict_files
 
     out = Path(args.out)
     errors = Path(args.errors) if args.errors else errors_path_for(out)

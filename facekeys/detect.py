@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from facekeys.errors import FacekeysError
+from facekeys.images import to_model_color
 
 Box = tuple[float, float, float, float]
 
@@ -128,8 +129,6 @@ def detect_faces(image: np.ndarray, settings: DetectorSettings) -> list[Box]:
 
 def _detect(image: np.ndarray, settings: DetectorSettings) -> list[Box]:
     import cv2
-
-    from facekeys.images import to_model_color
 
     gray = to_model_color(image, "gray")
     height, width = gray.shape

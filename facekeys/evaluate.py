@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from facekeys.augment import load_npz, read_split
 from facekeys.datasets import DATASETS
 from facekeys.images import ImageLimits, load_image
+from facekeys.labelled_splits import load_npz, read_split
 from facekeys.schemes import FORMATS
 
 
@@ -212,7 +212,7 @@ def score(pred: np.ndarray, target: np.ndarray, fmt_name: str) -> dict[str, obje
 
 def mean_shape(train_npz: str | os.PathLike[str]) -> np.ndarray:
     """The mean training shape in first-model input pixels, over plain (un-augmented) crops."""
-    from facekeys.augment import load_npz
+    from facekeys.labelled_splits import load_npz
 
     train = load_npz(train_npz)
     plain = train["copy"] == 0

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facekeys.augment import AugmentSettings, augment_dataset
+from facekeys.augment import augment_dataset
+from facekeys.augment_settings import AugmentSettings
 from facekeys.datasets import DATASETS, describe_source
 from facekeys.detect import DetectorSettings
+from facekeys.detector_calibration import add_detector_framing
 from facekeys.stagekit import dataset_arg, run_stage
 
 
@@ -26,16 +28,11 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     out_dir = Path("data/augmented") / dataset
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     source = describe_source(json.loads((raw / "manifest.json").read_text(encoding="utf-8")))
-    augment_dataset(
-        layout.format,
-        splits,
-        out_dir,
-        AugmentSettings.from_params(section, dataset),
-        log=log,
-        # Calibrates photo face detection against the first network's framing (model card).
-        detector=DetectorSettings.from_params(section.get("detector")),
-        data_source=source,
-    )
+    settings = AugmentSettings.from_params(section, dataset)
+    detector = DetectorSettings.from_params(section.get("detector"))
+    augment_dataset(layout.format, splits, out_dir, settings, log=log, data_source=source)
+    # Calibrates photo face detection against the first network's framing (model card).
+    add_detector_framing(layout.format, splits, out_dir, settings, detector, log)
     refine = AugmentSettings.refine_from_params(section, dataset)
     if refine is not None:
         # Crops around the labelled keypoints for the refinement model (see facekeys.predict).

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from facekeys.atomic import write_json
-from facekeys.augment import load_npz
 from facekeys.export import (
     DEFAULT_TOLERANCE,
     Int8Data,
@@ -17,6 +16,7 @@ from facekeys.export import (
     export_model,
     int8_ms_per_face,
 )
+from facekeys.labelled_splits import load_npz
 from facekeys.stagekit import dataset_arg, run_stage
 
 

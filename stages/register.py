@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from facekeys.atomic import atomic_file, write_json
-from facekeys.augment import held_out_split, identity_of
 from facekeys.errors import FacekeysError
 from facekeys.evaluate import (
     evaluation_splits,
@@ -21,6 +20,7 @@ from facekeys.evaluate import (
     paired_bootstrap_gain,
     score_model_on,
 )
+from facekeys.identity_split import held_out_split, identity_of
 from facekeys.predict import KeypointPredictor, read_card
 from facekeys.registry import (
     GATE_DATA_TAG,

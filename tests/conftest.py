@@ -174,7 +174,8 @@ def synthetic_face_images(count: int, size: int = 48, seed: int = 0):
 @pytest.fixture
 def tiny_augmented(tmp_path: Path) -> Path:
     """A small augmented youtube68-format data set (train/val/test npz + meta.json)."""
-    from facekeys.augment import AugmentSettings, augment_dataset
+    from facekeys.augment import augment_dataset
+    from facekeys.augment_settings import AugmentSettings
 
     folder = tmp_path / "tiny_images"
     folder.mkdir()

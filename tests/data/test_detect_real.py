@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeys.augment import AugmentSettings, _calibrate_detector, read_split
+from facekeys.augment_settings import AugmentSettings
+from facekeys.detector_calibration import calibrate_detector as _calibrate_detector
+from facekeys.labelled_splits import read_split
 from facekeys.detect import DetectorFraming, DetectorSettings, detect_faces
 from facekeys.images import load_image
 from facekeys.schemes import FORMATS

@@ -9,7 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facekeys.augment import AugmentSettings, augment_dataset
+from facekeys.augment import augment_dataset
+from facekeys.augment_settings import AugmentSettings
 from facekeys.evaluate import SplitSource, evaluate_model
 from facekeys.train import train
 from facekeys.train_settings import TrainSettings

@@ -13,10 +13,10 @@ import numpy as np
 import onnx
 import pytest
 
-from facekeys.augment import load_npz
 from facekeys.cli import main
 from facekeys.errors import FacekeysError
 from facekeys.export import Int8Data, Int8Settings, export_model, load_exported
+from facekeys.labelled_splits import load_npz
 from facekeys.predict import KeypointPredictor
 from facekeys.train import train
 from tests.model.test_train import TINY

@@ -352,7 +352,7 @@ def test_model_files_that_cannot_be_used_are_one_line(tiny_model, tmp_path, caps
 
 
 def test_progress_lines_when_stderr_is_not_a_terminal(tiny_model, tmp_path, capsys):
-    from facekeys.predict import predict_files
+    from facekeys.predict_files import predict_files
 
     photos = photos_with(tmp_path / "photos", count=5)
     predictor = KeypointPredictor.from_dir(tiny_model)
@@ -367,3 +367,27 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tiny_model, tmp_path, caps
         "predict: 4 of 5 images (80 %)",
     ]
     assert all(line.endswith(" images/s") for line in lines)
+
+
+def test_names_are_relative_to_the_folder_given_and_files_keep_their_path(
+    tiny_model, tmp_path, capsys, monkeypatch
+):
+    """A folder's images are named as inside that folder (not with the folder's path, however
+    the folder was given); a file given by path is named by that path, as given."""
+    photos = photos_with(tmp_path / "photos", count=2, broken=True)
+    single = photos_with(tmp_path / "more", count=1) / "face0.png"
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "names.csv"
+
+    status = main(["predict", str(photos), "more/./face0.png", "--model", str(tiny_model),
+                   "--out", str(out)])  # fmt: skip
+
+    assert status == 1 and single.is_file()
+    with out.open() as handle:
+        assert [r["name"] for r in csv.DictReader(handle)] == [
+            "face0.png",
+            "face1.png",
+            "more/./face0.png",
+        ]
+    with (tmp_path / "names.errors.csv").open() as handle:
+        assert [e["name"] for e in csv.DictReader(handle)] == ["broken.jpg"]

@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeys.augment import AugmentSettings, load_npz
+from facekeys.augment_settings import AugmentSettings
 from facekeys.crop import apply_to_points, keypoint_box, square_crop_matrix, warp
 from facekeys.errors import FacekeysError
+from facekeys.labelled_splits import load_npz
 from facekeys.predict import KeypointPredictor
 from facekeys.train import train
 from facekeys.train_settings import TrainSettings

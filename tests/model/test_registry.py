@@ -83,7 +83,7 @@ def test_registry_aliases_follow_the_gate(logged_model, monkeypatch):
     assert "equals" in challenger.description
 
     from facekeys.errors import FacekeysError
-    from facekeys.predict import load_any_model
+    from facekeys.model_specs import load_any_model
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     via_cli_path = load_any_model("models:/facekeys-tiny@champion")  # facekeys predict --model

@@ -10,9 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeys.augment import AugmentSettings, augment_dataset, identity_of, identity_split, load_npz
+from facekeys.augment import augment_dataset
+from facekeys.augment_settings import AugmentSettings
 from facekeys.crop import apply_to_points, flip_points, jitter_matrix
 from facekeys.errors import FacekeysError
+from facekeys.identity_split import identity_of, identity_split
+from facekeys.labelled_splits import load_npz
 from facekeys.schemes import IBUG68_FLIP, KAGGLE15_FLIP, KAGGLE_POINTS
 from tests.conftest import HEADER68, KAGGLE_HEADER, face_points_68, kaggle_row, row68, write_csv
 

@@ -50,8 +50,10 @@ def test_detected_photo_is_cropped_exactly_like_its_training_image(tmp_path, mon
     the same model-input crop as the whole image under the crop policy (margin included)."""
     import cv2
 
-    from facekeys.augment import AugmentSettings, SplitRows, _calibrate_detector
+    from facekeys.augment_settings import AugmentSettings
     from facekeys.crop import CropPolicy, square_crop_matrix, whole_image_matrix
+    from facekeys.detector_calibration import calibrate_detector as _calibrate_detector
+    from facekeys.labelled_splits import SplitRows
 
     names, points, boxes = [], [], {}
     for k in range(12):
