@@ -47,7 +47,7 @@ def _runtimes(model_dir: Path, threads: int) -> dict[str, KeypointPredictor]:
 
 def _test_nme(dataset: str, predictor: KeypointPredictor) -> float:
     """Mean NME of the whole prediction path on the data set's test images."""
-    from facekeys.evaluate import OUTER_EYE_CORNERS, nme_per_image
+    from facekeys.metrics import OUTER_EYE_CORNERS, nme_per_image
 
     fmt = predictor.card["format"]
     data = labelled_split(dataset, predictor)

@@ -296,7 +296,7 @@ def _check_int8(
     name: str,
 ) -> dict[str, Any]:
     """NME on the labelled check crops, PyTorch against int8; raises above the allowed rise."""
-    from facekeys.evaluate import OUTER_EYE_CORNERS, nme_per_image
+    from facekeys.metrics import OUTER_EYE_CORNERS, nme_per_image
 
     session = onnx_session(path)
     out = np.concatenate([run_network(session, x[i : i + 64]) for i in range(0, len(x), 64)])

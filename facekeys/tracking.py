@@ -5,7 +5,6 @@ server cannot be reached."""
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import socket
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any
 
 from facekeys.atomic import atomic_file, sha256_file
 from facekeys.errors import FacekeysError
+from facekeys.evaluation_plots import figure_png
 from facekeys.train import EpochLogger
 
 
@@ -410,16 +410,6 @@ def loss_plot(history: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     with atomic_file(path, "wb") as handle:
         handle.write(figure_png(fig))
-
-
-def figure_png(fig: Any) -> bytes:
-    """A matplotlib figure as PNG bytes (100 dpi); the figure is closed."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
 
 
 def recorded_server(uri: str | None) -> str | None:

@@ -14,13 +14,9 @@ from typing import Any
 from facekeys.atomic import atomic_file, write_json
 from facekeys.augment import held_out_split, identity_of
 from facekeys.errors import FacekeysError
-from facekeys.evaluate import (
-    evaluation_splits,
-    gate_metric_function,
-    load_labelled,
-    paired_bootstrap_gain,
-    score_model_on,
-)
+from facekeys.evaluate import evaluation_splits, score_model_on
+from facekeys.labelled_images import load_labelled
+from facekeys.metrics import gate_metric_function, paired_bootstrap_gain
 from facekeys.predict import KeypointPredictor, read_card
 from facekeys.registry import (
     GATE_DATA_TAG,
