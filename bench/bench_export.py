@@ -24,7 +24,7 @@ import torch
 from common import labelled_split
 
 from facekeys.augment import load_npz
-from facekeys.export import load_exported, seconds_per_face
+from facekeys.exported_runtimes import load_exported, seconds_per_face
 from facekeys.predict import KeypointPredictor, onnx_session
 
 

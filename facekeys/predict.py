@@ -578,14 +578,14 @@ def load_any_model(spec: str) -> KeypointPredictor:
         return _load_registered(spec)
     path = Path(spec)
     if path.is_file() and path.suffix == ".onnx":
-        from facekeys.export import load_exported
+        from facekeys.exported_runtimes import load_exported
 
         runtime = "onnx_int8" if path.name.endswith(".int8.onnx") else "onnx"
         return load_exported(path.parent, runtime)
     if (path / "model.pt").is_file() and (path / "model.json").is_file():
         return KeypointPredictor.from_dir(path)
     if (path / "model.json").is_file() and any(path.glob("*.onnx")):
-        from facekeys.export import load_exported
+        from facekeys.exported_runtimes import load_exported
 
         return load_exported(path, "onnx")
     raise FacekeysError(
