@@ -612,7 +612,7 @@ def local_store_path(uri: str) -> Path | None:
 def _load_registered(uri: str) -> KeypointPredictor:
     """The predictor inside a logged facekeys MLflow model (same networks, same path)."""
     from facekeys.errors import FacekeysError
-    from facekeys.tracking import default_tracking_uri
+    from facekeys.mlflow_stores import default_tracking_uri
 
     tracking = default_tracking_uri(".")
     registry = os.environ.get("MLFLOW_REGISTRY_URI", tracking)
@@ -630,7 +630,7 @@ def _load_registered(uri: str) -> KeypointPredictor:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from facekeys.mlflow_scope import mlflow_uris
+    from facekeys.mlflow_stores import mlflow_uris
 
     try:
         with mlflow_uris(tracking, registry):

@@ -126,7 +126,7 @@ def register_version(
             f"{metric} is {value}: the model has no finite score (NaN or infinite predictions); "
             "not registered"
         )
-    from facekeys.tracking import bound_mlflow_http
+    from facekeys.mlflow_errors import bound_mlflow_http
 
     bound_mlflow_http()
     from mlflow.exceptions import MlflowException
@@ -186,7 +186,7 @@ def register_version(
         if alias == CHALLENGER and challenger != str(version.version):
             alias = None  # worse than the current challenger: no alias, loaded by version
     except MlflowException as exc:
-        from facekeys.tracking import mlflow_cause
+        from facekeys.mlflow_errors import mlflow_cause
 
         raise FacekeysError(
             f"registry {uri}: cannot register {model_uri}: {mlflow_cause(exc)}"
@@ -232,7 +232,7 @@ def _create_version(
 ) -> Any:
     # A tracking server refuses a logged model's URI (models:/m-<id>) as the source unless the
     # request names the model too; a local store accepts either.
-    from facekeys.mlflow_scope import mlflow_uris
+    from facekeys.mlflow_stores import mlflow_uris
 
     logged_model = (
         model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
@@ -426,7 +426,7 @@ def logged_code_sha256(uri: str, model_uri: str) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from facekeys.mlflow_scope import mlflow_uris
+    from facekeys.mlflow_stores import mlflow_uris
 
     # A models:/m-<id> URI is resolved through the process-wide tracking and registry URIs,
     # which otherwise default to an mlflow.db in the current folder (another store inside a DVC

@@ -17,6 +17,8 @@ from facekeys.errors import FacekeysError
 from facekeys.evaluate import evaluation_splits, score_model_on
 from facekeys.labelled_images import load_labelled
 from facekeys.metrics import gate_metric_function, paired_bootstrap_gain
+from facekeys.mlflow_errors import mlflow_errors
+from facekeys.mlflow_stores import recorded_server, relative_store_uri, resolve_tracking_uri
 from facekeys.predict import KeypointPredictor, read_card
 from facekeys.registry import (
     GATE_DATA_TAG,
@@ -27,16 +29,7 @@ from facekeys.registry import (
     registered_model_dir,
 )
 from facekeys.stagekit import dataset_arg, run_stage
-from facekeys.tracking import (
-    dvc_lock_hashes,
-    flat_metrics,
-    git_state,
-    mlflow_errors,
-    model_weights_sha256,
-    recorded_server,
-    relative_store_uri,
-    resolve_tracking_uri,
-)
+from facekeys.tracking import dvc_lock_hashes, flat_metrics, git_state, model_weights_sha256
 
 
 def _per_dataset(section: dict[str, Any], key: str, dataset: str) -> Any:
