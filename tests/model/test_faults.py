@@ -18,7 +18,8 @@ import pytest
 
 from facekeys.errors import FacekeysError
 from facekeys.mlflow_errors import mlflow_errors
-from facekeys.registry import CHAMPION, register_version
+from facekeys.registry import register_version
+from facekeys.registry_gate import CHAMPION
 from facekeys.tracking import HOST_TAG, PID_TAG, MlflowRun
 from tests.tinyproject import dvc, make_project
 
