@@ -27,8 +27,9 @@ import torch
 from common import labelled_split
 
 from facekeys.crop import keypoint_box
-from facekeys.evaluate import evaluation_splits, nme_per_image
+from facekeys.evaluate import evaluation_splits
 from facekeys.images import to_model_color
+from facekeys.metrics import nme_per_image
 from facekeys.predict import KeypointPredictor
 from facekeys.schemes import FORMATS
 

@@ -23,8 +23,8 @@ import numpy as np
 from common import labelled_split, trained_models
 
 from facekeys.detect import detect_faces, matching_face
-from facekeys.evaluate import OUTER_EYE_CORNERS, nme_per_image
 from facekeys.images import load_image
+from facekeys.metrics import OUTER_EYE_CORNERS, nme_per_image
 from facekeys.predict import KeypointPredictor
 from facekeys.predict_files import IMAGE_SUFFIXES
 

@@ -24,8 +24,9 @@ import numpy as np
 from common import labelled_split, trained_models
 
 from facekeys.crop import apply_to_points
-from facekeys.evaluate import evaluation_splits, nme_per_image, rmse
+from facekeys.evaluate import evaluation_splits
 from facekeys.labelled_splits import load_npz
+from facekeys.metrics import nme_per_image, rmse
 from facekeys.predict import KeypointPredictor
 from facekeys.schemes import FORMATS
 

@@ -49,7 +49,8 @@ def labelled_split(dataset: str, predictor: Any, split: str = "test") -> Any:
     """The validated rows of one evaluated split (``test``, ``selection``, ``new_people``: see
     ``facekeys.evaluate.evaluation_splits``) with decoded images, in ``predictor``'s label
     convention."""
-    from facekeys.evaluate import evaluation_splits, load_labelled
+    from facekeys.evaluate import evaluation_splits
+    from facekeys.labelled_images import load_labelled
 
     source = evaluation_splits(dataset)[split]
     return load_labelled(

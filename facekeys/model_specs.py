@@ -23,14 +23,14 @@ def load_any_model(spec: str) -> KeypointPredictor:
         return _load_registered(spec)
     path = Path(spec)
     if path.is_file() and path.suffix == ".onnx":
-        from facekeys.export import load_exported
+        from facekeys.exported_runtimes import load_exported
 
         runtime = "onnx_int8" if path.name.endswith(".int8.onnx") else "onnx"
         return load_exported(path.parent, runtime)
     if (path / "model.pt").is_file() and (path / "model.json").is_file():
         return KeypointPredictor.from_dir(path)
     if (path / "model.json").is_file() and any(path.glob("*.onnx")):
-        from facekeys.export import load_exported
+        from facekeys.exported_runtimes import load_exported
 
         return load_exported(path, "onnx")
     raise FacekeysError(
@@ -57,7 +57,7 @@ def local_store_path(uri: str) -> Path | None:
 def _load_registered(uri: str) -> KeypointPredictor:
     """The predictor inside a logged facekeys MLflow model (same networks, same path)."""
     from facekeys.errors import FacekeysError
-    from facekeys.tracking import default_tracking_uri
+    from facekeys.mlflow_stores import default_tracking_uri
 
     tracking = default_tracking_uri(".")
     registry = os.environ.get("MLFLOW_REGISTRY_URI", tracking)
@@ -75,7 +75,7 @@ def _load_registered(uri: str) -> KeypointPredictor:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from facekeys.mlflow_scope import mlflow_uris
+    from facekeys.mlflow_stores import mlflow_uris
 
     try:
         with mlflow_uris(tracking, registry):

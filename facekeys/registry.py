@@ -1,5 +1,7 @@
-"""The promotion gate: a new model version becomes ``@champion`` only when it beats the current
-champion on the gate's held-out data by at least ``min_improvement``; otherwise ``@challenger``.
+"""Registering a model version and applying the promotion gate: a new version becomes
+``@champion`` only when it beats the current champion on the gate's held-out data by at least
+``min_improvement``; otherwise ``@challenger``. The decision itself is
+``facekeys.registry_gate``; this module reads and writes the registry.
 
 Uses registry aliases (MLflow 3), never the deprecated stages. One registered model per data set.
 """
@@ -7,86 +9,27 @@ Uses registry aliases (MLflow 3), never the deprecated stages. One registered mo
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from facekeys.errors import FacekeysError
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-# The tag on every version that holds its gate metric (lower is better).
-GATE_TAG = "gate_metric_value"
-# The hash of the held-out data a version was scored on (``facekeys.evaluate.labelled_sha256``).
-GATE_DATA_TAG = "gate_data_sha256"
-
-
-@dataclass(frozen=True)
-class Incomparable:
-    """What a re-scoring returns when the champion cannot be scored fairly on the new data.
-
-    Attributes:
-        reason: Why, in words (it goes into the decision).
-        new_line: The held-out rows were defined anew (another split), so no version of the old
-            definition can be compared: the new version leads (``@champion``), saying so.
-            Otherwise the new version stays a challenger.
-    """
-
-    reason: str
-    new_line: bool = False
-
-
-@dataclass(frozen=True)
-class Decision:
-    alias: str
-    reason: str
-
-
-def decide(metric: str, new: float, champion: float | None, min_improvement: float) -> Decision:
-    """The alias a new version gets. Lower metric values are better.
-
-    Args:
-        metric: Name of the gate metric, for the reason text.
-        new: The new version's value.
-        champion: The current champion's value; None when there is no champion yet.
-        min_improvement: How much lower than the champion's the new value must be.
-    """
-    if not math.isfinite(new):
-        return Decision(CHALLENGER, f"{metric} is {new}: not comparable, kept as challenger")
-    if champion is not None and math.isnan(champion):
-        return Decision(CHALLENGER, f"{metric} {new:.6g}: not comparable, kept as challenger")
-    if champion is None:
-        return Decision(CHAMPION, f"first model: {metric} {new:.6g} becomes the champion")
-    gain = champion - new
-    if gain > 0 and gain >= min_improvement:
-        return Decision(
-            CHAMPION,
-            f"{metric} {new:.6g} beats the champion's {champion:.6g} by {gain:.6g} "
-            f"(>= min_improvement {min_improvement:g})",
-        )
-    if gain > 0:
-        why = f"beats the champion's {champion:.6g} by only {gain:.6g} (< {min_improvement:g})"
-    elif gain == 0:
-        why = f"equals the champion's {champion:.6g}"
-    else:
-        why = f"is worse than the champion's {champion:.6g}"
-    return Decision(CHALLENGER, f"{metric} {new:.6g} {why}: kept as challenger")
-
-
-def check_scored_model(
-    report: dict[str, Any], train: dict[str, Any], weights: str, dataset: str
-) -> None:
-    """Refuses an evaluation that belongs to another model than the one about to be registered."""
-    model = report.get("model") or {}
-    expected = {"run_id": train.get("run_id"), "weights_sha256": weights}
-    for key, value in expected.items():
-        if model.get(key) != value:
-            raise FacekeysError(
-                f"metrics/{dataset}/eval.json scored another model ({key} "
-                f"{model.get(key)!r}, the trained model has {value!r}); rerun evaluate@{dataset}"
-            )
+from facekeys.mlflow_errors import bound_mlflow_http, mlflow_cause
+from facekeys.registered_models import create_version, ensure_registered_model, version_of
+from facekeys.registry_gate import (
+    CHALLENGER,
+    CHAMPION,
+    GATE_DATA_TAG,
+    GATE_TAG,
+    Decision,
+    Incomparable,
+    best_challenger,
+    best_comparable_version,
+    comparable_value,
+    decide,
+    gate_decision,
+    reused_reason,
+)
 
 
 def register_version(
@@ -114,164 +57,193 @@ def register_version(
 
     A version that beats the champion by the margin is promoted only when ``paired`` (given the
     champion's URI: a paired bootstrap of the gain on the same images, see
-    ``facekeys.evaluate.paired_bootstrap_gain``) puts the gain's lower confidence bound above 0;
+    ``facekeys.metrics.paired_bootstrap_gain``) puts the gain's lower confidence bound above 0;
     the interval goes into the description and the record.
 
     Raises:
         FacekeysError: a non-finite value (such a model is never registered), or a registry error.
     """
-
     if not math.isfinite(value):
         raise FacekeysError(
             f"{metric} is {value}: the model has no finite score (NaN or infinite predictions); "
             "not registered"
         )
-    from facekeys.tracking import bound_mlflow_http
-
     bound_mlflow_http()
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    gate_data = tags.get(GATE_DATA_TAG)
+    request = _Request(
+        name, model_uri, run_id, metric, value, min_improvement, tags, rescore, paired
+    )
     try:
-        try:
-            client.get_registered_model(name)
-        except MlflowException:
-            client.create_registered_model(
-                name, description="facekeys keypoint model; aliases champion/challenger"
-            )
-        scored = {"gate_metric": metric, GATE_TAG: repr(float(value))}
-        existing = _version_of(client, name, model_uri, run_id, scored)
-        if existing is not None and _alias_version(client, name, CHAMPION) == existing:
-            # An earlier run of this stage registered and crowned this model, then was
-            # interrupted before writing register.json: report the registry's state.
-            held = client.get_model_version(name, existing)
-            return _record_of_reused(name, held, metric, value, min_improvement, gate_data)
-        reference = _reference(client, name, metric, gate_data, rescore, exclude=existing)
-        decision, noise = _gate(name, metric, value, min_improvement, reference, paired)
-        version_tags = {**tags, "gate_metric": metric, GATE_TAG: repr(float(value))}
-        if existing is None:
-            version = _create_version(
-                client, name, model_uri, run_id, version_tags, decision.reason
-            )
-        else:
-            # Registering the same run's model again reuses its version (no duplicates).
-            reason = f"version {existing} already held this model; {decision.reason}"
-            decision = Decision(decision.alias, reason)
-            for key, tag in version_tags.items():
-                client.set_model_version_tag(name, existing, key, tag)
-            version = client.update_model_version(name, existing, description=reason)
-        if decision.alias == CHAMPION:
-            # Re-read just before the write: a champion set meanwhile by another registration is
-            # compared with, not silently replaced.
-            now = _alias_version(client, name, CHAMPION)
-            if now is not None and now != reference.version:
-                again = _reference(client, name, metric, gate_data, rescore, exclude=existing)
-                decision = decide(metric, value, again.value, min_improvement)
-                reference = again
-        if decision.alias == CHAMPION:
-            client.set_registered_model_alias(name, CHAMPION, version.version)
-        elif reference.best_existing is not None:
-            # The champion's version was deleted and the best remaining one still wins: it
-            # takes the alias back, so models:/<name>@champion always loads.
-            client.set_registered_model_alias(name, CHAMPION, reference.best_existing)
-            decision = Decision(
-                decision.alias, f"{decision.reason}; version {reference.best_existing} is @champion"
-            )
-        alias = decision.alias
-        challenger = _best_challenger(client, name)
-        if challenger is not None:
-            client.set_registered_model_alias(name, CHALLENGER, challenger)
-        if alias == CHALLENGER and challenger != str(version.version):
-            alias = None  # worse than the current challenger: no alias, loaded by version
+        return _register(client, request)
     except MlflowException as exc:
-        from facekeys.tracking import mlflow_cause
-
         raise FacekeysError(
             f"registry {uri}: cannot register {model_uri}: {mlflow_cause(exc)}"
         ) from None
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One registration: the model, its run and score, and how the gate judges it (the
+    arguments of ``register_version``)."""
+
+    name: str
+    model_uri: str
+    run_id: str
+    metric: str
+    value: float
+    min_improvement: float
+    tags: dict[str, str]
+    rescore: Callable[[str], float | Incomparable] | None
+    paired: Callable[[str], dict[str, Any] | None] | None
+
+    @property
+    def gate_data(self) -> str | None:
+        """The hash of the held-out data the value was scored on."""
+        return self.tags.get(GATE_DATA_TAG)
+
+    @property
+    def scored(self) -> dict[str, str]:
+        """The tags that say how the version was scored: gate metric and value."""
+        return {"gate_metric": self.metric, GATE_TAG: repr(float(self.value))}
+
+
+def _register(client: Any, request: _Request) -> dict[str, Any]:
+    """Registers (or finds) the version, decides its alias, sets the aliases; the record."""
+    name = request.name
+    ensure_registered_model(client, name)
+    existing = version_of(client, name, request.model_uri, request.run_id, request.scored)
+    if existing is not None and _alias_version(client, name, CHAMPION) == existing:
+        # An earlier run of this stage registered and crowned this model, then was
+        # interrupted before writing register.json: report the registry's state.
+        return _record_of_reused(request, client.get_model_version(name, existing))
+    reference = _reference(
+        client, name, request.metric, request.gate_data, request.rescore, exclude=existing
+    )
+    decision, noise = _gate(request, reference)
+    version, decision = _hold_version(client, request, decision, existing)
+    if decision.alias == CHAMPION:
+        decision, reference = _recheck_champion(client, request, existing, decision, reference)
+    decision = _set_champion(client, name, decision, reference, version)
+    alias = _set_challenger(client, name, decision.alias, version)
     return {
         "registered_model": name,
-        "version": int(version.version),
+        "version": int(version),
         "alias": alias,
         "reason": decision.reason,
-        "gate_metric": metric,
-        "value": value,
-        "min_improvement": min_improvement,
-        "gate_data_sha256": gate_data,
+        "gate_metric": request.metric,
+        "value": request.value,
+        "min_improvement": request.min_improvement,
+        "gate_data_sha256": request.gate_data,
         "previous_champion_version": int(reference.version) if reference.version else None,
         "previous_champion_value": reference.value,
         "paired_bootstrap": noise,
-        "model_uri": model_uri,
-        "load_with": f"models:/{name}@{alias}" if alias else f"models:/{name}/{version.version}",
+        "model_uri": request.model_uri,
+        "load_with": f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}",
     }
 
 
-def _gate(
-    name: str,
-    metric: str,
-    value: float,
-    min_improvement: float,
-    reference: _Reference,
-    paired: Callable[[str], dict[str, Any] | None] | None,
-) -> tuple[Decision, dict[str, Any] | None]:
+def _gate(request: _Request, reference: _Reference) -> tuple[Decision, dict[str, Any] | None]:
     """The decision against the reference, and the paired bootstrap where it was asked."""
-    decision = decide(metric, value, reference.value, min_improvement)
-    if reference.note:
-        decision = Decision(decision.alias, f"{reference.note}; {decision.reason}")
-    noise = None
-    if decision.alias == CHAMPION and reference.version is not None and paired is not None:
-        noise = paired(f"models:/{name}/{reference.version}")
-        decision = _beyond_noise(decision, noise)
-    return decision, noise
+    bootstrap = None
+    paired = request.paired
+    if reference.version is not None and paired is not None:
+        champion_uri = f"models:/{request.name}/{reference.version}"
 
+        def bootstrap() -> dict[str, Any] | None:
+            return paired(champion_uri)
 
-def _create_version(
-    client: Any, name: str, model_uri: str, run_id: str, tags: dict[str, str], description: str
-) -> Any:
-    # A tracking server refuses a logged model's URI (models:/m-<id>) as the source unless the
-    # request names the model too; a local store accepts either.
-    from facekeys.mlflow_scope import mlflow_uris
-
-    logged_model = (
-        model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    return gate_decision(
+        request.metric,
+        request.value,
+        request.min_improvement,
+        reference.value,
+        reference.note,
+        bootstrap,
     )
-    # MLflow resolves the models:/ source through the process-wide URIs, not the client's.
-    with mlflow_uris(client.tracking_uri):
-        return client.create_model_version(
-            name, model_uri, run_id=run_id, model_id=logged_model, tags=tags,
-            description=description,
-        )  # fmt: skip
 
 
-def _version_of(
-    client: Any, name: str, model_uri: str, run_id: str, scored: dict[str, str]
-) -> str | None:
-    """The version that already holds this run's logged model scored exactly so (``scored``:
-    gate metric and value tags), if any: what a rerun of an interrupted registration finds."""
-    logged_model = model_uri.removeprefix("models:/")
-    for found in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
-        same_model = found.source == model_uri or getattr(found, "model_id", None) == logged_model
-        tags = found.tags or {}
-        if same_model and all(tags.get(k) == v for k, v in scored.items()):
-            return str(found.version)
-    return None
+def _hold_version(
+    client: Any, request: _Request, decision: Decision, existing: str | None
+) -> tuple[str, Decision]:
+    """The number of the version that holds the model: a new one, or ``existing`` (registering
+    the same run's model again reuses its version: no duplicates) with its tags and description
+    updated; and the decision, saying so for a reused version."""
+    name = request.name
+    version_tags = {**request.tags, **request.scored}
+    if existing is None:
+        version = create_version(
+            client, name, request.model_uri, request.run_id, version_tags, decision.reason
+        )
+        return str(version.version), decision
+    reason = reused_reason(existing, decision.reason)
+    for key, tag in version_tags.items():
+        client.set_model_version_tag(name, existing, key, tag)
+    version = client.update_model_version(name, existing, description=reason)
+    return str(version.version), Decision(decision.alias, reason)
 
 
-def _record_of_reused(
-    name: str, held: Any, metric: str, value: float, min_improvement: float, gate_data: Any
-) -> dict[str, Any]:
-    reason = f"version {held.version} already holds this model as @{CHAMPION}: {held.description}"
+def _recheck_champion(
+    client: Any,
+    request: _Request,
+    existing: str | None,
+    decision: Decision,
+    reference: _Reference,
+) -> tuple[Decision, _Reference]:
+    """Re-reads the champion just before a promotion: a champion set meanwhile by another
+    registration is compared with, not silently replaced."""
+    now = _alias_version(client, request.name, CHAMPION)
+    if now is None or now == reference.version:
+        return decision, reference
+    again = _reference(
+        client, request.name, request.metric, request.gate_data, request.rescore, exclude=existing
+    )
+    return decide(request.metric, request.value, again.value, request.min_improvement), again
+
+
+def _set_champion(
+    client: Any, name: str, decision: Decision, reference: _Reference, version: str
+) -> Decision:
+    """Sets ``@champion`` on the new version where it won, or back on the best existing version
+    where there was no champion; returns the decision with that said."""
+    if decision.alias == CHAMPION:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    elif reference.best_existing is not None:
+        # The champion's version was deleted and the best remaining one still wins: it
+        # takes the alias back, so models:/<name>@champion always loads.
+        client.set_registered_model_alias(name, CHAMPION, reference.best_existing)
+        return Decision(
+            decision.alias, f"{decision.reason}; version {reference.best_existing} is @champion"
+        )
+    return decision
+
+
+def _set_challenger(client: Any, name: str, alias: str, version: str) -> str | None:
+    """Sets ``@challenger`` on the best version that is not the champion; returns the new
+    version's alias (None: worse than the current challenger, loaded by its number)."""
+    challenger = _best_challenger(client, name)
+    if challenger is not None:
+        client.set_registered_model_alias(name, CHALLENGER, challenger)
+    if alias == CHALLENGER and challenger != version:
+        return None  # worse than the current challenger: no alias, loaded by version
+    return alias
+
+
+def _record_of_reused(request: _Request, held: Any) -> dict[str, Any]:
+    """The record of a version that already holds this model as the champion."""
+    name = request.name
+    reason = reused_reason(str(held.version), held.description, CHAMPION)
     return {
         "registered_model": name,
         "version": int(held.version),
         "alias": CHAMPION,
         "reason": reason,
-        "gate_metric": metric,
-        "value": value,
-        "min_improvement": min_improvement,
-        "gate_data_sha256": gate_data,
+        "gate_metric": request.metric,
+        "value": request.value,
+        "min_improvement": request.min_improvement,
+        "gate_data_sha256": request.gate_data,
         "previous_champion_version": None,
         "previous_champion_value": None,
         "paired_bootstrap": None,
@@ -280,21 +252,10 @@ def _record_of_reused(
     }
 
 
-def _beyond_noise(decision: Decision, noise: dict[str, Any] | None) -> Decision:
-    """Keeps a promotion only when the paired bootstrap says the gain is above 0."""
-    if noise is None:
-        return decision
-    interval = (
-        f"paired bootstrap over {noise['clusters']} groups of images: gain "
-        f"{noise['gain']:.4g}, {noise['confidence']:.0%} lower bound {noise['low']:.4g}"
-    )
-    if math.isfinite(noise["low"]) and noise["low"] > 0:
-        return Decision(CHAMPION, f"{decision.reason}; {interval}")
-    return Decision(CHALLENGER, f"{decision.reason}, but not beyond noise ({interval} <= 0)")
-
-
 @dataclass(frozen=True)
 class _Reference:
+    """What a new version is compared with."""
+
     version: str | None  # the champion's version (None: no champion)
     value: float | None  # what the new version must beat (None: nothing comparable)
     note: str = ""  # how the reference was found, when it is not simply the champion's tag
@@ -302,6 +263,7 @@ class _Reference:
 
 
 def _alias_version(client: Any, name: str, alias: str) -> str | None:
+    """The version that holds ``alias``, None where no version does."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -313,17 +275,6 @@ def _alias_version(client: Any, name: str, alias: str) -> str | None:
         return None
 
 
-def _comparable(version: Any, metric: str, gate_data: str | None) -> float | None:
-    """A version's gate value where it was scored like the new one, else None."""
-    tags = version.tags or {}
-    if tags.get("gate_metric") != metric or GATE_TAG not in tags:
-        return None
-    if tags.get(GATE_DATA_TAG) != gate_data:
-        return None
-    value = float(tags[GATE_TAG])
-    return value if math.isfinite(value) else None
-
-
 def _reference(
     client: Any,
     name: str,
@@ -332,21 +283,20 @@ def _reference(
     rescore: Callable[[str], float | Incomparable] | None,
     exclude: str | None = None,
 ) -> _Reference:
+    """The champion's value where it was scored like the new version, else its value scored
+    again by ``rescore`` (NaN: not comparable); without a champion, the best comparable
+    existing version other than ``exclude``."""
     champion = _alias_version(client, name, CHAMPION)
     if champion is None:
-        values = [
-            (value, str(v.version))
-            for v in client.search_model_versions(f"name='{name}'")
-            if str(v.version) != exclude
-            and (value := _comparable(v, metric, gate_data)) is not None
-        ]
-        if not values:
+        versions = client.search_model_versions(f"name='{name}'")
+        best = best_comparable_version(versions, metric, gate_data, exclude)
+        if best is None:
             return _Reference(None, None)
-        value, version = min(values)
+        value, version = best
         note = f"no champion alias: compared with the best existing version {version}"
         return _Reference(None, value, note, best_existing=version)
     current = client.get_model_version(name, champion)
-    value = _comparable(current, metric, gate_data)
+    value = comparable_value(current, metric, gate_data)
     if value is not None:
         return _Reference(champion, value)
     why = (
@@ -356,6 +306,21 @@ def _reference(
     )
     if rescore is None:
         return _Reference(champion, math.nan, f"the champion (version {champion}) was {why}")
+    return _rescored_reference(client, name, metric, gate_data, rescore, current, why)
+
+
+def _rescored_reference(
+    client: Any,
+    name: str,
+    metric: str,
+    gate_data: str | None,
+    rescore: Callable[[str], float | Incomparable],
+    current: Any,
+    why: str,
+) -> _Reference:
+    """The champion (``current``, scored otherwise for the reason ``why``) scored again on this
+    data; a finite score is tagged on its version."""
+    champion = str(current.version)
     outcome = rescore(f"models:/{name}/{champion}")
     if isinstance(outcome, Incomparable):
         note = f"the champion (version {champion}) was {why} and {outcome.reason}"
@@ -387,65 +352,4 @@ def _best_challenger(client: Any, name: str) -> str | None:
     if champion is None:
         return None
     tags = client.get_model_version(name, champion).tags or {}
-    metric, gate_data = tags.get("gate_metric"), tags.get(GATE_DATA_TAG)
-    values = [
-        (value, int(v.version))
-        for v in client.search_model_versions(f"name='{name}'")
-        if str(v.version) != champion and (value := _comparable(v, metric, gate_data)) is not None
-    ]
-    return str(min(values)[1]) if values else None
-
-
-def registered_model_dir(uri: str, version_uri: str, dest: str | os.PathLike[str]) -> Path:
-    """Downloads a registered version's model folder (weights and cards) into ``dest``."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    # The registry named here, not a process-wide one that another caller may have set.
-    name, _, version = version_uri.removeprefix("models:/").rpartition("/")
-    location = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_download_uri(
-        name, version
-    )
-    root = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=location, dst_path=str(dest), tracking_uri=uri
-        )
-    )
-    found = [p.parent for p in root.rglob("model.json") if p.parent.name == "model"]
-    if not found:
-        raise FacekeysError(f"{version_uri}: no model folder among its artifacts")
-    return found[0]
-
-
-def logged_code_sha256(uri: str, model_uri: str) -> str:
-    """A hash of the code logged with a model: what loading it will run (MLflow's models from
-    code), recorded on its version so that a user can check what they trust."""
-    import hashlib
-    import tempfile
-
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from facekeys.mlflow_scope import mlflow_uris
-
-    # A models:/m-<id> URI is resolved through the process-wide tracking and registry URIs,
-    # which otherwise default to an mlflow.db in the current folder (another store inside a DVC
-    # experiment's temporary copy).
-    with mlflow_uris(uri), tempfile.TemporaryDirectory() as tmp:
-        try:
-            root = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=model_uri, dst_path=tmp, tracking_uri=uri
-                )
-            )
-        except (MlflowException, OSError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise FacekeysError(f"{model_uri}: cannot read its logged code: {reason}") from None
-        digest = hashlib.sha256()
-        files = sorted(p for p in root.rglob("*.py") if p.is_file())
-        if not files:
-            raise FacekeysError(f"{model_uri}: no code among its artifacts")
-        for path in files:
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return best_challenger(client.search_model_versions(f"name='{name}'"), champion, tags)

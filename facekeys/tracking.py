@@ -1,142 +1,24 @@
 """MLflow tracking for training runs: one run per training (kept across a resume), explicit run
-ids through ``MlflowClient`` (the fluent API is not thread-safe), fast failure when a tracking
-server cannot be reached."""
+ids through ``MlflowClient`` (the fluent API is not thread-safe), the logged pyfunc model, and
+what runs and versions are tagged with (weights hash, git and DVC state, flat metrics).
+
+Bounded calls and one-line errors are ``facekeys.mlflow_errors``; which store a call uses is
+``facekeys.mlflow_stores``.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import socket
 import subprocess
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from facekeys.atomic import atomic_file, sha256_file
+from facekeys.atomic import atomic_file, pid_alive, sha256_file
 from facekeys.errors import FacekeysError
+from facekeys.evaluation_plots import figure_png
+from facekeys.mlflow_errors import bound_mlflow_http, mlflow_cause
 from facekeys.training_log import EpochLogger
-
-
-def workspace_root(folder: str | os.PathLike[str] = ".") -> Path:
-    """The DVC workspace a folder belongs to: itself, or, inside the temporary copy of a DVC
-    experiment (``<workspace>/.dvc/tmp/exps/<run>/``, what ``dvc exp run --temp`` and queued
-    experiments run in), the workspace that made the copy."""
-    path = Path(folder).resolve()
-    parts = path.parts
-    for i in range(len(parts) - 3):
-        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    return path
-
-
-def default_tracking_uri(project_root: str | os.PathLike[str]) -> str:
-    """``MLFLOW_TRACKING_URI``, else the SQLite store ``mlflow.db`` of the workspace (also from
-    an experiment's temporary copy, whose own store DVC would delete with it)."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return local_store_uri(project_root)
-
-
-def local_store_uri(project_root: str | os.PathLike[str] = ".") -> str:
-    """The workspace's own SQLite store, ``<workspace>/mlflow.db``."""
-    return f"sqlite:///{workspace_root(project_root) / 'mlflow.db'}"
-
-
-def local_artifact_root(project_root: str | os.PathLike[str] = ".") -> str:
-    """Where the local store keeps artifacts: ``<workspace>/mlartifacts``."""
-    return (workspace_root(project_root) / "mlartifacts").as_uri()
-
-
-def relative_store_uri(uri: str, project_root: str | os.PathLike[str] = ".") -> str:
-    """A store inside the workspace written relative to it (``sqlite:///mlflow.db``), so that
-    files in git name no machine path; other URIs unchanged."""
-    return uri.replace(f"sqlite:///{workspace_root(project_root)}/", "sqlite:///")
-
-
-# Every MLflow HTTP call is bounded by MLflow's own settings; these defaults apply where the
-# environment does not set them (a server that accepts connections but never answers would
-# otherwise hold a stage for MLflow's 120 s timeout times its 7 retries).
-MLFLOW_HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-}
-
-
-def bound_mlflow_http() -> None:
-    """Applies ``MLFLOW_HTTP_DEFAULTS`` (and no telemetry) where the environment is silent."""
-    for key, value in {**MLFLOW_HTTP_DEFAULTS, "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
-        os.environ.setdefault(key, value)
-
-
-def check_reachable(
-    uri: str, timeout_s: float = 3.0, setting: str = "train.mlflow.required"
-) -> None:
-    """Raises FacekeysError at once when an http(s) tracking server does not answer; the
-    message names ``setting``, the key that lets the caller log locally instead."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
-            response.read(64)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise FacekeysError(
-            f"MLflow tracking server {uri} is unreachable ({reason}); start it, fix "
-            f"MLFLOW_TRACKING_URI, or set {setting}: false to log locally"
-        ) from None
-
-
-def mlflow_failure(uri: str, exc: BaseException) -> str | None:
-    """One line for an error from MLflow (or the HTTP or database layer under it) that names
-    the store and the real cause; None when ``exc`` is not such an error."""
-    module = type(exc).__module__
-    if not module.startswith(("mlflow", "requests", "urllib3", "sqlalchemy", "sqlite3")):
-        return None
-    return f"MLflow store {uri}: {mlflow_cause(exc)}"
-
-
-def mlflow_cause(exc: BaseException) -> str:
-    """The real cause of an MLflow error in a few words (one line): a locked or read-only
-    store, a server that hangs or stopped, else the error's first line."""
-    lowered = f"{type(exc).__name__}: {exc}".lower()
-    if "database is locked" in lowered:
-        cause = "the store is locked by another process (database is locked); try again"
-    elif "readonly database" in lowered or "read-only file system" in lowered:
-        cause = "the store is read-only (attempt to write a readonly database)"
-    elif "unable to open database file" in lowered:
-        cause = "the store's database file cannot be opened (missing folder or permissions)"
-    elif "timed out" in lowered or "timeout" in lowered:
-        cause = (
-            f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '120')} s after "
-            f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '7')} retries (the server "
-            "accepts connections but hangs; MLFLOW_HTTP_REQUEST_TIMEOUT and "
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES bound the wait)"
-        )
-    elif "max retries exceeded" in lowered or "connection refused" in lowered:
-        cause = "the server stopped answering (connection refused or reset)"
-    else:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        cause = lines[0] if lines else type(exc).__name__
-    return cause
-
-
-@contextlib.contextmanager
-def mlflow_errors(uri: str) -> Iterator[None]:
-    """Turns errors from MLflow calls inside the block into one-line FacekeysErrors."""
-    try:
-        yield
-    except FacekeysError:
-        raise
-    except Exception as exc:
-        line = mlflow_failure(uri, exc)
-        if line is None:
-            raise
-        raise FacekeysError(line) from None
 
 
 def model_weights_sha256(model_dir: str | os.PathLike[str]) -> str:
@@ -187,16 +69,6 @@ def dvc_lock_hashes(root: str | os.PathLike[str], stage: str) -> dict[str, str]:
 
 # Which process of which machine owns a training run (to end the runs of killed processes).
 HOST_TAG, PID_TAG = "facekeys.host", "facekeys.pid"
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -280,7 +152,7 @@ class MlflowRun(EpochLogger):
             pid = tags.get(PID_TAG, "")
             if found.info.run_id == keep or tags.get(HOST_TAG) != host or not pid.isdigit():
                 continue
-            if _process_alive(int(pid)):
+            if pid_alive(int(pid)):
                 continue
             self.client.set_tag(found.info.run_id, "ended_by", "its process was gone")
             self.client.set_terminated(found.info.run_id, status="KILLED")
@@ -334,7 +206,7 @@ def log_pyfunc_model(uri: str, run_id: str, model_dir: Path) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    from facekeys.mlflow_scope import mlflow_uris
+    from facekeys.mlflow_stores import mlflow_uris
     from facekeys.predict import prediction_columns
 
     card = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
@@ -410,43 +282,6 @@ def loss_plot(history: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     with atomic_file(path, "wb") as handle:
         handle.write(figure_png(fig))
-
-
-def figure_png(fig: Any) -> bytes:
-    """A matplotlib figure as PNG bytes (100 dpi); the figure is closed."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def recorded_server(uri: str | None) -> str | None:
-    """The store training logged to (train.json's ``tracking_uri``), when it is a server; a local
-    store path is that machine's own and is found again from MLFLOW_TRACKING_URI or the project
-    default."""
-    return uri if uri and uri.startswith(("http://", "https://")) else None
-
-
-def resolve_tracking_uri(
-    required: bool, log: Any = None, recorded: str | None = None, setting: str = ""
-) -> str:
-    """The tracking URI to use: ``recorded`` (the store training logged to, from train.json), else
-    ``MLFLOW_TRACKING_URI`` (or the project store), checked within 3 s; an unreachable server is
-    an error naming ``setting`` (the caller's ``mlflow_required`` key), or, when not
-    ``required``, the local store."""
-    bound_mlflow_http()
-    uri = recorded or default_tracking_uri(".")
-    try:
-        check_reachable(uri, setting=setting or "train.mlflow.required")
-    except FacekeysError as exc:
-        if required:
-            raise
-        if log:
-            log(f"warning: {exc}; logging to the local store instead")
-        uri = local_store_uri()
-    return uri
 
 
 def log_to_run(uri: str, run_id: str, metrics: dict[str, float], artifacts: list[Path]) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from facekeys.labelled_splits import load_npz
 from facekeys.devices import autocast
+from facekeys.labelled_splits import load_npz
 from facekeys.losses import masked_loss, nme_per_sample
 from facekeys.train_settings import TrainSettings
 

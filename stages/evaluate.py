@@ -11,15 +11,10 @@ from typing import Any
 
 from facekeys.datasets import DATASETS
 from facekeys.evaluate import evaluate_model, evaluation_splits
+from facekeys.mlflow_errors import mlflow_errors
+from facekeys.mlflow_stores import recorded_server, resolve_tracking_uri
 from facekeys.stagekit import dataset_arg, run_stage
-from facekeys.tracking import (
-    flat_metrics,
-    log_to_run,
-    mlflow_errors,
-    model_weights_sha256,
-    recorded_server,
-    resolve_tracking_uri,
-)
+from facekeys.tracking import flat_metrics, log_to_run, model_weights_sha256
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:

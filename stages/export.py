@@ -9,13 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from facekeys.atomic import write_json
-from facekeys.export import (
-    DEFAULT_TOLERANCE,
-    Int8Data,
-    Int8Settings,
-    export_model,
-    int8_ms_per_face,
-)
+from facekeys.export import DEFAULT_TOLERANCE, export_model
+from facekeys.exported_runtimes import int8_ms_per_face
+from facekeys.int8 import Int8Data, Int8Settings
 from facekeys.labelled_splits import load_npz
 from facekeys.stagekit import dataset_arg, run_stage
 

@@ -13,34 +13,18 @@ from typing import Any
 
 from facekeys.atomic import atomic_file, write_json
 from facekeys.errors import FacekeysError
-from facekeys.evaluate import (
-    evaluation_splits,
-    gate_metric_function,
-    load_labelled,
-    paired_bootstrap_gain,
-    score_model_on,
-)
+from facekeys.evaluate import evaluation_splits, score_model_on
 from facekeys.identity_split import held_out_split, identity_of
+from facekeys.labelled_images import load_labelled
+from facekeys.metrics import gate_metric_function, paired_bootstrap_gain
+from facekeys.mlflow_errors import mlflow_errors
+from facekeys.mlflow_stores import recorded_server, relative_store_uri, resolve_tracking_uri
 from facekeys.predict import KeypointPredictor, read_card
-from facekeys.registry import (
-    GATE_DATA_TAG,
-    Incomparable,
-    check_scored_model,
-    logged_code_sha256,
-    register_version,
-    registered_model_dir,
-)
+from facekeys.registered_models import logged_code_sha256, registered_model_dir
+from facekeys.registry import register_version
+from facekeys.registry_gate import GATE_DATA_TAG, Incomparable, check_scored_model
 from facekeys.stagekit import dataset_arg, run_stage
-from facekeys.tracking import (
-    dvc_lock_hashes,
-    flat_metrics,
-    git_state,
-    mlflow_errors,
-    model_weights_sha256,
-    recorded_server,
-    relative_store_uri,
-    resolve_tracking_uri,
-)
+from facekeys.tracking import dvc_lock_hashes, flat_metrics, git_state, model_weights_sha256
 
 
 def _per_dataset(section: dict[str, Any], key: str, dataset: str) -> Any:

@@ -11,19 +11,15 @@ from typing import Any
 from facekeys.atomic import atomic_file, check_writable, sha256_file, write_json
 from facekeys.checkpoints import publish_model
 from facekeys.errors import FacekeysError
-from facekeys.stagekit import dataset_arg, run_stage
-from facekeys.tracking import (
-    MlflowRun,
-    check_reachable,
+from facekeys.mlflow_errors import check_reachable, mlflow_errors
+from facekeys.mlflow_stores import (
     default_tracking_uri,
-    dvc_lock_hashes,
-    git_state,
     local_artifact_root,
     local_store_uri,
-    loss_plot,
-    mlflow_errors,
     relative_store_uri,
 )
+from facekeys.stagekit import dataset_arg, run_stage
+from facekeys.tracking import MlflowRun, dvc_lock_hashes, git_state, loss_plot
 from facekeys.train import train
 from facekeys.train_settings import TrainSettings
 from facekeys.training_log import PrefixedLogger, write_history_csv

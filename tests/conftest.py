@@ -32,7 +32,7 @@ def _isolated_mlflow_uris():
     process-wide and exports it) must not reach the next test or the DVC children it starts."""
     yield
     if "mlflow" in sys.modules:
-        from facekeys.mlflow_scope import restore_mlflow_uris
+        from facekeys.mlflow_stores import restore_mlflow_uris
 
         restore_mlflow_uris(None, None, _MLFLOW_VARIABLES)
 

@@ -15,7 +15,9 @@ import pytest
 
 from facekeys.cli import main
 from facekeys.errors import FacekeysError
-from facekeys.export import Int8Data, Int8Settings, export_model, load_exported
+from facekeys.export import export_model
+from facekeys.exported_runtimes import load_exported
+from facekeys.int8 import Int8Data, Int8Settings
 from facekeys.labelled_splits import load_npz
 from facekeys.predict import KeypointPredictor
 from facekeys.train import train
@@ -223,7 +225,7 @@ def test_int8_params_are_checked_in_one_line():
 
 
 def test_int8_speed_is_measured_for_both_networks_together(exported):
-    from facekeys.export import int8_ms_per_face
+    from facekeys.exported_runtimes import int8_ms_per_face
 
     two_stage, _, crops = exported
     export_dir = two_stage["dir"] / "model" / "export"

@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeys.registry import CHALLENGER, CHAMPION, decide, register_version
+from facekeys.registry import register_version
+from facekeys.registry_gate import CHALLENGER, CHAMPION, decide
 from facekeys.tracking import MlflowRun
 from facekeys.train import train
 from tests.model.test_train import TINY
@@ -232,7 +233,7 @@ def test_the_gate_compares_like_with_like_and_keeps_a_champion(logged_model, mon
 
 def test_an_evaluation_of_another_model_is_refused():
     from facekeys.errors import FacekeysError
-    from facekeys.registry import check_scored_model
+    from facekeys.registry_gate import check_scored_model
 
     report = {"model": {"run_id": "r1", "weights_sha256": "w1"}}
     check_scored_model(report, {"run_id": "r1"}, "w1", "kaggle-15")
@@ -245,7 +246,7 @@ def test_an_evaluation_of_another_model_is_refused():
 
 
 def test_a_registered_version_can_be_scored_again(logged_model, tmp_path):
-    from facekeys.registry import registered_model_dir
+    from facekeys.registered_models import registered_model_dir
 
     uri, model_uri, run_id = logged_model
     register_version(uri, "facekeys-dl", model_uri, run_id, "test.nme_mean", 0.05, 0.0, {})
@@ -255,7 +256,7 @@ def test_a_registered_version_can_be_scored_again(logged_model, tmp_path):
 
 def test_the_code_a_model_runs_is_hashed(logged_model):
     from facekeys.errors import FacekeysError
-    from facekeys.registry import logged_code_sha256
+    from facekeys.registered_models import logged_code_sha256
 
     uri, model_uri, _ = logged_model
     first = logged_code_sha256(uri, model_uri)

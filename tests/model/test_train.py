@@ -205,7 +205,7 @@ def test_mlflow_run_in_a_temporary_sqlite_store(tiny_augmented, tmp_path, monkey
 
 
 def test_unreachable_tracking_server_fails_fast():
-    from facekeys.tracking import check_reachable
+    from facekeys.mlflow_errors import check_reachable
 
     start = time.monotonic()
     with pytest.raises(FacekeysError, match="unreachable"):

@@ -281,7 +281,7 @@ def test_one_based_labels_land_on_their_pixel(tmp_path):
     """A dot drawn at pixel (40, 30) and labelled (41, 31), as the 1-based data sets label it:
     read with label_pixel_offset 1.0, the crop's point lies on the dot and evaluation reads the
     label at the dot's pixel (a wrong sign would put both 2 px away)."""
-    from facekeys.evaluate import labelled_sha256, load_labelled
+    from facekeys.labelled_images import labelled_sha256, load_labelled
 
     points = face_points_68()
     points[30] = (41.0, 31.0)
