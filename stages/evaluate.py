@@ -2,19 +2,40 @@
 data set's test split, the new people (identities in no other split, where the data set names
 people) and the selection rows (val.npz, which chose the epoch: optimistic) ->
 metrics/<dataset>/eval.json, eval_ced.csv, eval_landmarks.csv, eval_errors.png,
-eval_gallery.png; the metrics and plots are also added to the model's MLflow training run."""
+eval_gallery.png; the metrics and plots are also added to the model's MLflow training run.
+The few headline numbers (test and new-people NME, test RMSE) also go to
+metrics/<dataset>/headline/evaluate.json, the file DVC shows as this stage's metrics."""
 
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from facekeys.atomic import write_json
 from facekeys.datasets import DATASETS
 from facekeys.evaluate import evaluate_model, evaluation_splits
 from facekeys.mlflow_errors import mlflow_errors
 from facekeys.mlflow_stores import recorded_server, resolve_tracking_uri
 from facekeys.stagekit import dataset_arg, run_stage
 from facekeys.tracking import flat_metrics, log_to_run, model_weights_sha256
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The numbers ``dvc metrics show`` and ``dvc exp show`` compare runs by (the rest stays in
+    eval.json, which DVC keeps as a plain output: hundreds of keys make both tables unreadable).
+
+    Args:
+        report: the evaluation report (eval.json's content).
+
+    Returns:
+        Short keys: ``test_nme``, ``test_rmse_px`` and, where the data set names people,
+        ``new_nme``.
+    """
+    test = report.get("test") or {}
+    numbers = {"test_nme": test.get("nme_mean"), "test_rmse_px": test.get("rmse_px")}
+    if "new_people" in report:
+        numbers["new_nme"] = (report.get("new_people") or {}).get("nme_mean")
+    return numbers
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
@@ -44,6 +65,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         },
         test_people=DATASETS[dataset].test_people,
     )
+    write_json(metrics / "headline" / "evaluate.json", headline(report))
     if run_id and section.get("log_to_mlflow", True):
         uri = resolve_tracking_uri(
             section.get("mlflow_required", True),

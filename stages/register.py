@@ -1,19 +1,22 @@
 """DVC stage register@<dataset>: the trained model -> a new version of the registered model
 <prefix>-<dataset> in the MLflow Model Registry, @champion only if it beats the current champion
 on the gate's split (register.gate_metric: the selection rows, never a reported split) beyond
-the noise of a paired bootstrap; metrics/<dataset>/register.json says which and why."""
+the noise of a paired bootstrap; metrics/<dataset>/register.json says which and why, and
+metrics/<dataset>/headline/register.json holds the decision in short (version, alias) for DVC's
+metrics views."""
 
 import hashlib
 import json
 import math
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from facekeys.atomic import atomic_file, write_json
 from facekeys.errors import FacekeysError
-from facekeys.evaluate import evaluation_splits, score_model_on
+from facekeys.evaluate import SplitSource, evaluation_splits, score_model_on
 from facekeys.identity_split import held_out_split, identity_of
 from facekeys.labelled_images import load_labelled
 from facekeys.metrics import gate_metric_function, paired_bootstrap_gain
@@ -97,17 +100,44 @@ def _register(
     uri: str,
 ) -> None:
     split, _, key = gate.partition(".")
-    scored = report.get(split) or {}
     # Loading the model runs the code logged with it: its hash goes on the version.
     tags["code_sha256"] = logged_code_sha256(uri, train["model_uri"])
     gate_data = evaluation_splits(dataset).get(split)
-
     own_split = held_out_split(read_card(Path("models") / dataset))
+    scored = report.get(split) or {}
+    rescore = (
+        _rescorer(uri, gate_data, own_split, split, key, scored.get("data_sha256"))
+        if gate_data is not None
+        else None
+    )
+    record = register_version(
+        uri,
+        f"{section.get('model_name_prefix', 'facekeys')}-{dataset}",
+        train["model_uri"],
+        train["run_id"],
+        gate,
+        value,
+        float(_per_dataset(section, "min_improvement", dataset)),
+        tags,
+        rescore=rescore,
+        paired=_paired_comparison(uri, dataset, report, gate_data, own_split, key),
+    )
+    _write_outcome(dataset, record, uri)
+
+
+def _rescorer(
+    uri: str,
+    gate_data: SplitSource,
+    own_split: dict[str, Any],
+    split: str,
+    key: str,
+    data_sha256: str | None,
+) -> Callable[[str], float | Incomparable]:
+    """How to score a champion again on the gate's data (see ``register_version``)."""
 
     def rescore(version_uri: str) -> float | Incomparable:
         # The champion was scored on other data (or with another metric): score it again
         # here, on exactly the data the new version was scored on, if it never trained on it.
-        assert gate_data is not None
         with tempfile.TemporaryDirectory() as tmp:
             folder = registered_model_dir(uri, version_uri, tmp)
             if held_out_split(read_card(folder)) != own_split:
@@ -119,10 +149,23 @@ def _register(
                 )
             print(f"scoring the champion {version_uri} on this {split} data", file=sys.stderr)
             metrics = score_model_on(folder, gate_data)
-        if metrics.get("data_sha256") != scored.get("data_sha256"):
+        if metrics.get("data_sha256") != data_sha256:
             return Incomparable("scores other labels or pixels for these rows")
         found = metrics.get(key)
         return math.inf if found is None else float(found)
+
+    return rescore
+
+
+def _paired_comparison(
+    uri: str,
+    dataset: str,
+    report: dict[str, Any],
+    gate_data: SplitSource | None,
+    own_split: dict[str, Any],
+    key: str,
+) -> Callable[[str], dict[str, Any] | None]:
+    """How to compare a champion with this model on the same images (a paired bootstrap)."""
 
     def paired(version_uri: str) -> dict[str, Any] | None:
         # Champion and candidate on the same images, person by person: is the gain more
@@ -154,24 +197,22 @@ def _register(
             metric, champion_points, candidate_points, target, list(groups)
         )
 
-    record = register_version(
-        uri,
-        f"{section.get('model_name_prefix', 'facekeys')}-{dataset}",
-        train["model_uri"],
-        train["run_id"],
-        gate,
-        value,
-        float(_per_dataset(section, "min_improvement", dataset)),
-        tags,
-        rescore=rescore if gate_data is not None else None,
-        paired=paired,
-    )
+    return paired
+
+
+def _write_outcome(dataset: str, record: dict[str, Any], uri: str) -> None:
+    """register.json (the decision in detail), its headline file, register.log, and the
+    decision's one line on stderr."""
     line = (
         f"{record['registered_model']} version {record['version']} -> "
         f"{'@' + record['alias'] if record['alias'] else 'no alias'}: {record['reason']}"
     )
     out = Path("metrics") / dataset
     write_json(out / "register.json", record)
+    write_json(
+        out / "headline" / "register.json",
+        {"version": record["version"], "alias": record["alias"]},
+    )
     # A plain, uncached output: DVC then never restores this stage from its run cache, which
     # would bring back an old register.json that the registry has since moved past.
     with atomic_file(out / "register.log", "w", encoding="utf-8") as handle:
