@@ -2,9 +2,12 @@
 ``on-demand`` and ``on-data-change`` deployments run) and ``facekeys-data-check`` (compares the
 data sources with their last fetch and emits an event when one changed).
 
-Wiring only: DVC decides what is stale and runs the stages; ``facekeys.orchestration`` holds the
-decisions; these flows hold the workspace lock, stream DVC's output into the run's logs, retry
-what is transient and leave a report.
+Wiring only: DVC decides what is stale and runs the stages; ``facekeys.orchestration``,
+``dvc_output``, ``data_check`` and ``run_report`` hold the decisions; ``flows.dvc_tasks`` runs
+DVC and streams its output into the run's logs; these flows hold the workspace lock, retry what
+is transient and leave a report.
+
+Longer than 350 lines: both flows share the run's named steps, which read best in one place.
 """
 
 from __future__ import annotations
@@ -12,21 +15,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FailedRun
 from prefect.states import Completed, Failed
 
+from facekeys import data_check, dvc_output, run_report
 from facekeys import orchestration as orch
 from facekeys.errors import FacekeysError
 from facekeys.params import load_params
+from flows.dvc_tasks import dvc_run, dvc_stale
 
 
 class _NoTracebackForReportedFailure(logging.Filter):
@@ -39,6 +42,9 @@ class _NoTracebackForReportedFailure(logging.Filter):
 
 
 logging.getLogger("prefect.flow_runs").addFilter(_NoTracebackForReportedFailure())
+
+#: The title of every report the pipeline flow leaves.
+_TITLE = "facekeys pipeline"
 
 
 def workspace() -> Path:
@@ -62,66 +68,10 @@ def tracking_uri(settings: orch.OrchestrateSettings) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"http://127.0.0.1:{settings.mlflow_port}"
 
 
-def _dvc_env(uri: str) -> dict[str, str]:
-    bin_dir = str(Path(sys.executable).parent)
-    return {
-        **os.environ,
-        # Every stage, also in an experiment's temporary copy, logs and registers here.
-        "MLFLOW_TRACKING_URI": uri,
-        "DVC_NO_ANALYTICS": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PYTHONUNBUFFERED": "1",
-        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-    }
-
-
-@task(cache_policy=NO_CACHE)
-def dvc_stale(root: Path, targets: list[str], uri: str) -> list[str]:
-    """Stages DVC reports as stale (``dvc status --json``)."""
-    # --with-deps: a target is stale when anything it depends on is.
-    with_deps = ["--with-deps", *targets] if targets else []
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", "status", "--json", *with_deps],
-        cwd=root,
-        env=_dvc_env(uri),
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise FacekeysError(orch.failure_line(result.stderr.splitlines()))
-    return orch.stale_stages(result.stdout)
-
-
-@task(cache_policy=NO_CACHE)
-def dvc_run(root: Path, command: list[str], uri: str) -> tuple[int, list[str]]:
-    """Runs a DVC command, logging every line of its output as it comes; returns the exit
-    status and the lines."""
-    logger = get_run_logger()
-    logger.info("$ %s", " ".join(command))
-    lines: list[str] = []
-    with subprocess.Popen(
-        [sys.executable, "-m", *command],
-        cwd=root,
-        env=_dvc_env(uri),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-    ) as process:
-        assert process.stdout is not None
-        for raw in process.stdout:
-            # Progress bars redraw with carriage returns: keep the last state of each line.
-            line = raw.rstrip("\n").rsplit("\r", 1)[-1].rstrip()
-            if line:
-                lines.append(line)
-                logger.info(line)
-    return process.returncode, lines
-
-
 def _fail(title: str, message: str, before: dict[str, Any], stages: list[str]) -> Any:
     get_run_logger().error(message)
     create_markdown_artifact(
-        orch.report_markdown(
+        run_report.report_markdown(
             title=title, outcome="Failed", stages=stages, before=before, after={}, error=message
         ),
         key="facekeys-pipeline-report",
@@ -148,6 +98,25 @@ def _wait_for_mlflow(uri: str, settings: orch.OrchestrateSettings) -> str | None
     )
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What one pipeline run was asked to do, checked against dvc.yaml and params.yaml.
+
+    Attributes:
+        targets: DVC targets (empty: the whole pipeline).
+        overrides: ``-S key=value`` arguments; any makes the run a DVC experiment.
+        force: Rerun the targets even when nothing is stale.
+        refetch_changed: Fetch again the data sets whose source changed.
+        uri: The MLflow tracking URI the stages log to.
+    """
+
+    targets: list[str]
+    overrides: list[str]
+    force: bool
+    refetch_changed: bool
+    uri: str
+
+
 @flow(name="facekeys-pipeline", log_prints=True)
 def facekeys_pipeline(
     targets: list[str] | None = None,
@@ -170,9 +139,7 @@ def facekeys_pipeline(
         wait_for_lock: Wait while another pipeline holds the workspace (scheduled and
             data-change runs); False refuses at once (on-demand runs).
     """
-    logger = get_run_logger()
     root = workspace()
-    title = "facekeys pipeline"
     try:
         params, settings = _settings(root)
         dvc_targets = orch.resolve_targets(
@@ -180,15 +147,28 @@ def facekeys_pipeline(
         )
         overrides = orch.param_overrides(set_params, params)
     except FacekeysError as exc:
-        return _fail(title, str(exc), {}, [])
+        return _fail(_TITLE, str(exc), {}, [])
     datasets = list(params.get("datasets") or [])
     uri = tracking_uri(settings)
     problem = _wait_for_mlflow(uri, settings)
     if problem:
-        return _fail(title, problem, orch.metrics_snapshot(root, datasets), [])
+        return _fail(_TITLE, problem, run_report.metrics_snapshot(root, datasets), [])
+    request = _Request(dvc_targets, overrides, force, refetch_changed, uri)
+    return _under_workspace_lock(root, params, settings, request, wait_for_lock)
 
+
+def _under_workspace_lock(
+    root: Path,
+    params: dict[str, Any],
+    settings: orch.OrchestrateSettings,
+    request: _Request,
+    wait_for_lock: bool,
+) -> Any:
+    """Runs the request while holding the workspace's lock; a busy workspace fails the run
+    when it may not wait (or waited longer than the on-demand wait)."""
     from prefect.concurrency.sync import concurrency
 
+    datasets = list(params.get("datasets") or [])
     name = orch.lock_name(root)
     ensure_lock(name)
     try:
@@ -199,18 +179,16 @@ def facekeys_pipeline(
             timeout_seconds=None if wait_for_lock else settings.on_demand_lock_wait_s,
             lease_duration=settings.lock_lease_s,
         ):
-            logger.info("holding the workspace lock %s (%s)", name, root)
+            get_run_logger().info("holding the workspace lock %s (%s)", name, root)
             # Read under the lock: a queued run must not count the previous run's changes.
-            before = orch.metrics_snapshot(root, datasets)
-            return _locked_run(
-                root, params, settings, dvc_targets, overrides, force, refetch_changed, uri, before
-            )
+            before = run_report.metrics_snapshot(root, datasets)
+            return _locked_run(root, params, settings, request, before)
     except TimeoutError:
         return _fail(
-            title,
+            _TITLE,
             f"workspace {root} is busy: another pipeline run holds {name}; try again later or "
             "pass --param wait_for_lock=true to queue",
-            orch.metrics_snapshot(root, datasets),
+            run_report.metrics_snapshot(root, datasets),
             [],
         )
 
@@ -219,32 +197,21 @@ def _locked_run(
     root: Path,
     params: dict[str, Any],
     settings: orch.OrchestrateSettings,
-    targets: list[str],
-    overrides: list[str],
-    force: bool,
-    refetch_changed: bool,
-    uri: str,
+    request: _Request,
     before: dict[str, Any],
 ) -> Any:
+    """The run itself, under the lock: what to refetch, what is stale, the DVC commands with
+    their retries, and the report."""
     logger = get_run_logger()
-    title = "facekeys pipeline"
-    refetch: list[str] = []
-    if refetch_changed:
-        try:
-            checks = orch.check_sources(root, params, timeout_s=_head_timeout(params))
-        except FacekeysError as exc:
-            return _fail(title, str(exc), before, [])
-        for check in checks:
-            logger.info("source of %s: %s", check.dataset, check.reason)
-        refetch = [c.dataset for c in checks if c.changed]
     try:
-        stale = dvc_stale(root, targets, uri)
+        refetch = _sources_to_refetch(root, params) if request.refetch_changed else []
+        stale = dvc_stale(root, request.targets, request.uri)
     except FacekeysError as exc:
-        return _fail(title, str(exc), before, [])
+        return _fail(_TITLE, str(exc), before, [])
     logger.info("stale: %s", ", ".join(stale) if stale else "nothing")
-    if not (stale or force or overrides or refetch):
-        markdown = orch.report_markdown(
-            title=title,
+    if not (stale or request.force or request.overrides or refetch):
+        markdown = run_report.report_markdown(
+            title=_TITLE,
             outcome="Up to date: nothing to run",
             stages=[],
             before=before,
@@ -252,47 +219,97 @@ def _locked_run(
         )
         create_markdown_artifact(markdown, key="facekeys-pipeline-report")
         return Completed(message="up to date: nothing was stale")
+    commands = _dvc_commands(refetch, request)
+    ran, experiments, failure = _run_with_retries(root, commands, settings, request.uri)
+    if failure is not None:
+        return _fail(_TITLE, failure, before, list(dict.fromkeys(ran)))
+    return _report_finished(root, request, commands[-1], ran, experiments, before)
 
+
+def _sources_to_refetch(root: Path, params: dict[str, Any]) -> list[str]:
+    """The data sets whose source changed since their last fetch (each check is logged).
+
+    Raises:
+        FacekeysError: a source is unreachable or missing.
+    """
+    checks = data_check.check_sources(root, params, timeout_s=_head_timeout(params))
+    for check in checks:
+        get_run_logger().info("source of %s: %s", check.dataset, check.reason)
+    return [c.dataset for c in checks if c.changed]
+
+
+def _dvc_commands(refetch: list[str], request: _Request) -> list[list[str]]:
+    """A forced fetch per changed source, then ``dvc repro`` (or ``dvc exp run --temp`` with
+    the overrides) of the targets."""
     commands = [["dvc", "repro", "--force", "--single-item", f"fetch@{d}"] for d in refetch]
-    if overrides:
-        commands.append(["dvc", "exp", "run", "--temp", *(["-f"] if force else []), *overrides])
-        commands[-1] += targets
+    force = request.force
+    if request.overrides:
+        commands.append(
+            ["dvc", "exp", "run", "--temp", *(["-f"] if force else []), *request.overrides]
+        )
+        commands[-1] += request.targets
     else:
-        commands.append(["dvc", "repro", *(["--force"] if force else []), *targets])
+        commands.append(["dvc", "repro", *(["--force"] if force else []), *request.targets])
+    return commands
+
+
+def _run_with_retries(
+    root: Path, commands: list[list[str]], settings: orch.OrchestrateSettings, uri: str
+) -> tuple[list[str], list[str], str | None]:
+    """Runs the commands in order, retrying a transient failure after the configured delays.
+
+    Returns:
+        The stages run (in order, repeats included), the experiments named, and the failure's
+        one line with its attempt count (None when every command succeeded).
+    """
+    logger = get_run_logger()
     ran: list[str] = []
     experiments: list[str] = []
     for command in commands:
         for attempt in range(settings.retries + 1):
             code, lines = dvc_run(root, command, uri)
-            ran += orch.stages_run(lines)
-            experiments += orch.experiment_names(lines)
+            ran += dvc_output.stages_run(lines)
+            experiments += dvc_output.experiment_names(lines)
             if code == 0:
                 break
-            message = orch.failure_line(lines)
-            if attempt == settings.retries or not orch.is_transient(message):
+            message = dvc_output.failure_line(lines)
+            if attempt == settings.retries or not dvc_output.is_transient(message):
                 attempts = f"after {attempt + 1} attempt{'s' if attempt else ''}"
-                return _fail(title, f"{message} ({attempts})", before, list(dict.fromkeys(ran)))
+                return ran, experiments, f"{message} ({attempts})"
             delay = settings.retry_delay(attempt + 1)
             logger.warning("transient failure, retry %d in %.0f s: %s", attempt + 1, delay, message)
             time.sleep(delay)
-    after = orch.metrics_snapshot(root, list(before))
+    return ran, experiments, None
+
+
+def _report_finished(
+    root: Path,
+    request: _Request,
+    command: list[str],
+    ran: list[str],
+    experiments: list[str],
+    before: dict[str, Any],
+) -> Any:
+    """The report of a finished run (numbers before and after, MLflow links) and its state."""
+    after = run_report.metrics_snapshot(root, list(before))
     stages = list(dict.fromkeys(ran))
+    overrides = request.overrides
     outcome = f"Experiment {', '.join(experiments)} finished" if overrides else "Completed"
     create_markdown_artifact(
-        orch.report_markdown(
-            title=title,
+        run_report.report_markdown(
+            title=_TITLE,
             outcome=outcome,
             stages=stages,
             before=before,
             after=after,
-            command=commands[-1],
+            command=command,
             experiments=experiments if overrides else None,
         ),
         key="facekeys-pipeline-report",
         description="facekeys pipeline run",
     )
     if not overrides:
-        for key, link in orch.mlflow_links(uri, after).items():
+        for key, link in run_report.mlflow_links(request.uri, after).items():
             create_link_artifact(link, link_text=key, key=key)
     return Completed(message=f"ran {len(stages)} stage(s): {', '.join(stages) or 'none'}")
 
@@ -324,7 +341,7 @@ def facekeys_data_check() -> Any:
     root = workspace()
     try:
         params, settings = _settings(root)
-        checks = orch.check_sources(root, params, timeout_s=_head_timeout(params))
+        checks = data_check.check_sources(root, params, timeout_s=_head_timeout(params))
     except FacekeysError as exc:
         logger.error(str(exc))
         return Failed(message=str(exc))
@@ -334,17 +351,19 @@ def facekeys_data_check() -> Any:
     if not changed:
         return Completed(message="no source changed")
     state_file = root / ".orchestrate" / "data-check.json"
-    if orch.already_announced(state_file, changed, max_age_s=4 * 60 * settings.data_check_minutes):
+    if data_check.already_announced(
+        state_file, changed, max_age_s=4 * 60 * settings.data_check_minutes
+    ):
         logger.info("already announced; the triggered run has not fetched yet")
         return Completed(message="change already announced")
     event = emit_event(
-        event=orch.DATA_CHANGED_EVENT,
+        event=data_check.DATA_CHANGED_EVENT,
         resource={
             "prefect.resource.id": f"facekeys.workspace.{orch.workspace_id(root)}",
             "prefect.resource.name": str(root),
         },
         payload={"datasets": sorted(changed)},
     )
-    orch.remember_announced(state_file, changed)
-    logger.info("emitted %s for %s", orch.DATA_CHANGED_EVENT, ", ".join(sorted(changed)))
+    data_check.remember_announced(state_file, changed)
+    logger.info("emitted %s for %s", data_check.DATA_CHANGED_EVENT, ", ".join(sorted(changed)))
     return Completed(message=f"changed: {', '.join(sorted(changed))} (event {event and event.id})")

@@ -18,6 +18,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
 from facekeys import orchestration as orch
+from facekeys.data_check import DATA_CHANGED_EVENT
 from facekeys.errors import FacekeysError
 from facekeys.orchestration import check_cron
 from flows.pipeline import _settings, facekeys_data_check, facekeys_pipeline, workspace
@@ -65,7 +66,7 @@ def build_deployments() -> list[Any]:
         triggers=[
             DeploymentEventTrigger(
                 name=f"facekeys data changed ({root.name})",
-                expect={orch.DATA_CHANGED_EVENT},
+                expect={DATA_CHANGED_EVENT},
                 match={"prefect.resource.id": f"facekeys.workspace.{orch.workspace_id(root)}"},
                 parameters={"refetch_changed": True, "wait_for_lock": True},
             )

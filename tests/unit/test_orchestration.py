@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from facekeys import data_check, dvc_output, run_report
 from facekeys import orchestration as orch
 from facekeys.errors import FacekeysError
 from facekeys.fetch import fetch_dataset
-from facekeys.source_fingerprint import source_fingerprint
+from facekeys.source_fingerprint import fingerprints_differ, source_fingerprint
 from tests.conftest import REPO
 from tests.tinyproject import free_port, orchestrate
 from tests.unit.test_fetch import make_youtube_folder, serve, zip_folder
@@ -105,21 +106,21 @@ def test_a_bad_cron_string_is_refused_in_one_line():
 
 
 def test_dvc_output_parsing():
-    assert orch.stale_stages("{}") == []
+    assert dvc_output.stale_stages("{}") == []
     status = {"train@kaggle-15": [{"changed deps": {}}], "dvc.yaml:fetch@kaggle-15": []}
-    assert orch.stale_stages(json.dumps(status)) == ["fetch@kaggle-15", "train@kaggle-15"]
+    assert dvc_output.stale_stages(json.dumps(status)) == ["fetch@kaggle-15", "train@kaggle-15"]
     with pytest.raises(FacekeysError, match="dvc status gave no JSON"):
-        orch.stale_stages("not json")
+        dvc_output.stale_stages("not json")
     lines = [
         "Running stage 'fetch@kaggle-15':",
         "> python stages/fetch.py kaggle-15",
         "stage fetch: error: /x.zip: source does not exist (set FACEKEYS_SOURCE_KAGGLE_15 ...)",
         "ERROR: failed to reproduce 'fetch@kaggle-15': failed to run: python ..., exited with 1",
     ]
-    assert orch.stages_run(lines) == ["fetch@kaggle-15"]
-    assert orch.failure_line(lines).startswith("stage fetch: error: /x.zip")
-    assert orch.failure_line(lines[3:]).startswith("ERROR: failed to reproduce")
-    assert orch.failure_line([]) == "dvc failed without a message"
+    assert dvc_output.stages_run(lines) == ["fetch@kaggle-15"]
+    assert dvc_output.failure_line(lines).startswith("stage fetch: error: /x.zip")
+    assert dvc_output.failure_line(lines[3:]).startswith("ERROR: failed to reproduce")
+    assert dvc_output.failure_line([]) == "dvc failed without a message"
 
 
 def test_only_transient_failures_are_retried():
@@ -134,8 +135,8 @@ def test_only_transient_failures_are_retried():
         "stage fetch: error: http://x/a.zip: download refused: HTTP 404 Not Found",
         "stage train: error: params.yaml: train.epochs must be an integer",
     ]
-    assert all(orch.is_transient(m) for m in transient)
-    assert not any(orch.is_transient(m) for m in permanent)
+    assert all(dvc_output.is_transient(m) for m in transient)
+    assert not any(dvc_output.is_transient(m) for m in permanent)
 
 
 def test_lock_and_event_ids_are_per_workspace(tmp_path):
@@ -155,9 +156,9 @@ def fetched(root: Path, source: Path, dataset: str = "youtube-faces-68") -> dict
     return manifest
 
 
-def check(root: Path, dataset: str, source: str) -> orch.SourceCheck:
+def check(root: Path, dataset: str, source: str) -> data_check.SourceCheck:
     params = {"datasets": [dataset], "fetch": {"sources": {dataset: source}}}
-    return orch.check_sources(root, params)[0]
+    return data_check.check_sources(root, params)[0]
 
 
 def test_folder_and_zip_sources_are_compared_with_their_last_fetch(tmp_path, monkeypatch):
@@ -206,29 +207,29 @@ def test_url_sources_are_compared_by_their_headers(tmp_path, monkeypatch):
 
 
 def test_fingerprints_that_cannot_tell():
-    assert orch.fingerprints_differ(None, {"kind": "folder"}) is None
+    assert fingerprints_differ(None, {"kind": "folder"}) is None
     unknown = {"kind": "url", "unknown": True}
-    assert orch.fingerprints_differ(unknown, unknown) is None
+    assert fingerprints_differ(unknown, unknown) is None
     old = {"kind": "url", "etag": '"a"', "content_length": "5"}
-    assert orch.fingerprints_differ(old, {"kind": "url", "etag": '"b"'}) is True
-    assert orch.fingerprints_differ(old, {"kind": "url", "content_length": "5"}) is False
+    assert fingerprints_differ(old, {"kind": "url", "etag": '"b"'}) is True
+    assert fingerprints_differ(old, {"kind": "url", "content_length": "5"}) is False
 
     def derived(base: dict) -> dict:
         return {"kind": "derived", "from": "youtube-faces-68", "source": "u", "base": base}
 
     # A derived source follows its base's rules: no header is "cannot tell", a header the HEAD
     # answer lacks is not a change, a changed one is.
-    assert orch.fingerprints_differ(derived(unknown), derived(unknown)) is None
-    assert orch.fingerprints_differ(derived(old), derived({"kind": "url", "etag": '"a"'})) is False
-    assert orch.fingerprints_differ(derived(old), derived({"kind": "url", "etag": '"b"'})) is True
+    assert fingerprints_differ(derived(unknown), derived(unknown)) is None
+    assert fingerprints_differ(derived(old), derived({"kind": "url", "etag": '"a"'})) is False
+    assert fingerprints_differ(derived(old), derived({"kind": "url", "etag": '"b"'})) is True
     moved = {**derived(old), "source": "v"}
-    assert orch.fingerprints_differ(derived(old), moved) is True
+    assert fingerprints_differ(derived(old), moved) is True
 
 
 def test_report_shows_numbers_before_and_after_and_the_registry_decision(tmp_path):
     metrics = tmp_path / "metrics" / "youtube-faces-68"
     metrics.mkdir(parents=True)
-    before = orch.metrics_snapshot(tmp_path, ["youtube-faces-68"])
+    before = run_report.metrics_snapshot(tmp_path, ["youtube-faces-68"])
     (metrics / "eval.json").write_text(
         json.dumps({"test": {"nme_mean": 0.0392}, "new_people": {"nme_mean": 0.0423}})
     )
@@ -242,8 +243,8 @@ def test_report_shows_numbers_before_and_after_and_the_registry_decision(tmp_pat
             }
         )
     )
-    after = orch.metrics_snapshot(tmp_path, ["youtube-faces-68"])
-    text = orch.report_markdown(
+    after = run_report.metrics_snapshot(tmp_path, ["youtube-faces-68"])
+    text = run_report.report_markdown(
         title="t",
         outcome="Completed",
         stages=["train@youtube-faces-68"],
@@ -258,7 +259,7 @@ def test_report_shows_numbers_before_and_after_and_the_registry_decision(tmp_pat
         "champion" in text
     )
     assert "Stages run: `train@youtube-faces-68`" in text
-    failed = orch.report_markdown(
+    failed = run_report.report_markdown(
         title="t", outcome="Failed", stages=[], before=before, after={}, error="stage x: error: y"
     )
     assert "stage x: error: y" in failed
@@ -267,11 +268,11 @@ def test_report_shows_numbers_before_and_after_and_the_registry_decision(tmp_pat
 def test_announced_changes_are_not_announced_twice(tmp_path):
     state = tmp_path / "data-check.json"
     changed = {"kaggle-15": {"kind": "file", "bytes": 3, "mtime_ns": 1}}
-    assert not orch.already_announced(state, changed)
-    orch.remember_announced(state, changed)
-    assert orch.already_announced(state, changed)
-    assert not orch.already_announced(state, {"kaggle-15": {"kind": "file", "bytes": 4}})
-    assert not orch.already_announced(state, changed, max_age_s=0)  # an old one is repeated
+    assert not data_check.already_announced(state, changed)
+    data_check.remember_announced(state, changed)
+    assert data_check.already_announced(state, changed)
+    assert not data_check.already_announced(state, {"kaggle-15": {"kind": "file", "bytes": 4}})
+    assert not data_check.already_announced(state, changed, max_age_s=0)  # an old one is repeated
 
 
 def test_trigger_names_the_missing_server_and_how_to_start_it(tmp_path):
@@ -328,14 +329,14 @@ def test_prefect_yaml_agrees_with_the_served_deployments(monkeypatch):
     )
     assert declared["data-check"]["schedules"][0]["interval"] == settings.data_check_minutes * 60
     trigger = declared["on-data-change"]["triggers"][0]
-    assert trigger["expect"] == [orch.DATA_CHANGED_EVENT]
+    assert trigger["expect"] == [data_check.DATA_CHANGED_EVENT]
     assert trigger["parameters"] == served["on-data-change"].triggers[0].parameters
 
 
 def test_experiment_names_come_from_dvc_exp_run_output():
     lines = ["Reproducing experiment 'lumpy-bots'", "", "Ran experiment(s): lumpy-bots, sad-cat"]
-    assert orch.experiment_names(lines) == ["lumpy-bots", "sad-cat"]
-    assert orch.experiment_names(["Running stage 'train@kaggle-15':"]) == []
+    assert dvc_output.experiment_names(lines) == ["lumpy-bots", "sad-cat"]
+    assert dvc_output.experiment_names(["Running stage 'train@kaggle-15':"]) == []
 
 
 def test_a_bad_cron_stops_start_before_anything_starts(tmp_path):
@@ -361,10 +362,13 @@ def test_a_derived_source_changes_when_the_set_it_is_made_from_changes(tmp_path,
     for dataset in params["datasets"]:
         plan = plan_source(dataset, sources, FetchSettings())
         fetch_planned(plan, raw / dataset, FetchSettings(), raw, raw / f"{dataset}.source.json")
-    assert [c.changed for c in orch.check_sources(tmp_path / "work", params)] == [False, False]
+    assert [c.changed for c in data_check.check_sources(tmp_path / "work", params)] == [
+        False,
+        False,
+    ]
     image = next((folder / "test").iterdir())
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
-    checks = orch.check_sources(tmp_path / "work", params)
+    checks = data_check.check_sources(tmp_path / "work", params)
     assert [(c.dataset, c.changed) for c in checks] == [
         ("youtube-faces-68", True),
         ("kaggle-15", True),

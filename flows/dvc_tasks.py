@@ -1,0 +1,72 @@
+"""Prefect tasks that run DVC in the workspace for the pipeline flow: which stages are stale
+and a DVC command with its output streamed line by line into the run's log. Each DVC process
+gets the tracking URI the stages log and register to."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from facekeys import dvc_output
+from facekeys.errors import FacekeysError
+
+
+def _dvc_env(uri: str) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        # Every stage, also in an experiment's temporary copy, logs and registers here.
+        "MLFLOW_TRACKING_URI": uri,
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONUNBUFFERED": "1",
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+
+
+@task(cache_policy=NO_CACHE)
+def dvc_stale(root: Path, targets: list[str], uri: str) -> list[str]:
+    """Stages DVC reports as stale (``dvc status --json``)."""
+    # --with-deps: a target is stale when anything it depends on is.
+    with_deps = ["--with-deps", *targets] if targets else []
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json", *with_deps],
+        cwd=root,
+        env=_dvc_env(uri),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise FacekeysError(dvc_output.failure_line(result.stderr.splitlines()))
+    return dvc_output.stale_stages(result.stdout)
+
+
+@task(cache_policy=NO_CACHE)
+def dvc_run(root: Path, command: list[str], uri: str) -> tuple[int, list[str]]:
+    """Runs a DVC command, logging every line of its output as it comes; returns the exit
+    status and the lines."""
+    logger = get_run_logger()
+    logger.info("$ %s", " ".join(command))
+    lines: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, "-m", *command],
+        cwd=root,
+        env=_dvc_env(uri),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    ) as process:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            # Progress bars redraw with carriage returns: keep the last state of each line.
+            line = raw.rstrip("\n").rsplit("\r", 1)[-1].rstrip()
+            if line:
+                lines.append(line)
+                logger.info(line)
+    return process.returncode, lines
