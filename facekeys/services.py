@@ -1,6 +1,8 @@
 """The local orchestration services: a Prefect server, an MLflow tracking server on the
 project's store, and the process that serves the Prefect deployments, each in the background
-with its log in ``.orchestrate/logs/``.
+with its log in ``.orchestrate/logs/``; starting, stopping and checking them, and the
+``scripts/orchestrate`` command line. What each service is: ``service_specs``; its process by
+pid file: ``service_processes``.
 
     scripts/orchestrate start | stop | status | env | run DEPLOYMENT [prefect args]
 
@@ -15,168 +17,18 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from facekeys.errors import FacekeysError
 from facekeys.orchestration import OrchestrateSettings, check_cron, server_answers
 from facekeys.params import load_params
-
-# Prefect's filesystem lease storage keeps a held workspace lock's lease across a server restart.
-LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
-
-
-@dataclass
-class Service:
-    """One background process and how to tell that it is ready."""
-
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    ready_url: str
-    ready_timeout_s: float
-    url: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the services of one project keep their state."""
-
-    root: Path
-
-    @property
-    def state(self) -> Path:
-        return self.root / ".orchestrate"
-
-    @property
-    def prefect_home(self) -> Path:
-        return self.state / "prefect"
-
-    def log(self, name: str) -> Path:
-        return self.state / "logs" / f"{name}.log"
-
-    def pid(self, name: str) -> Path:
-        return self.state / "run" / f"{name}.pid"
-
-
-def client_env(layout: Layout, settings: OrchestrateSettings) -> dict[str, str]:
-    """What a shell needs to talk to these services (the ``export`` lines ``start`` prints)."""
-    return {
-        "PREFECT_HOME": str(layout.prefect_home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{settings.prefect_port}/api",
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{settings.mlflow_port}",
-    }
-
-
-def services(layout: Layout, settings: OrchestrateSettings) -> list[Service]:
-    """The three services, in start order (stop runs the reverse)."""
-    bin_dir = Path(sys.executable).parent
-    quiet = {
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DVC_NO_ANALYTICS": "1",
-        # mlflow starts uvicorn from PATH; DVC stages run `python` from PATH.
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    base = {**os.environ, **quiet, **client_env(layout, settings)}
-    prefect_url = f"http://127.0.0.1:{settings.prefect_port}"
-    mlflow_url = f"http://127.0.0.1:{settings.mlflow_port}"
-    return [
-        Service(
-            "prefect-server",
-            [
-                str(bin_dir / "prefect"),
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(settings.prefect_port),
-            ],
-            {
-                **base,
-                "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
-                # Expired leases are revoked by this loop (default every 15 s): a killed run
-                # then holds the workspace for its lease plus at most 5 s.
-                "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "5",
-            },
-            f"{prefect_url}/api/health",
-            90,
-            url=prefect_url,
-        ),
-        Service(
-            "mlflow-server",
-            [
-                str(bin_dir / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(settings.mlflow_port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{layout.root / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(layout.root / "mlartifacts"),
-            ],
-            {**base, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            f"{mlflow_url}/health",
-            120,
-            url=mlflow_url,
-        ),
-        Service(
-            "serve",
-            [sys.executable, "-m", "flows.serve"],
-            {
-                **base,
-                "FACEKEYS_WORKSPACE": str(layout.root),
-                "PREFECT_RUNNER_POLL_FREQUENCY": str(max(1, round(settings.runner_poll_s))),
-                # Heartbeats let the server mark a run Crashed when its process dies.
-                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(max(30, round(settings.heartbeat_s))),
-                "PYTHONUNBUFFERED": "1",
-            },
-            f"{prefect_url}/api/deployments/name/facekeys-pipeline/on-demand",
-            120,
-        ),
-    ]
-
-
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of a process (field 22 of /proc/<pid>/stat), None when gone or
-    a zombie: with the pid it names one process, even after the pid was reused."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] == "Z" else fields[19]
-
-
-def write_pid(path: Path, pid: int) -> None:
-    """Records a process as ``pid start-time``."""
-    path.write_text(f"{pid} {_start_time(pid) or ''}\n")
-
-
-def read_pid(path: Path) -> int | None:
-    """The process id in ``path`` when that very process is alive (a stale file is removed)."""
-    try:
-        pid_text, _, started = path.read_text().strip().partition(" ")
-        pid = int(pid_text)
-    except (OSError, ValueError):
-        return None
-    now = _start_time(pid)
-    if now is None or (started and now != started):
-        path.unlink(missing_ok=True)
-        return None
-    return pid
+from facekeys.service_processes import end_process_groups, read_pid, write_pid
+from facekeys.service_specs import Layout, Service, client_env, services
 
 
 def _last_line(path: Path) -> str:
@@ -262,53 +114,9 @@ def stop_one(layout: Layout, name: str, log=print, grace_s: float = 30.0) -> Non
     if pid is None:
         layout.pid(name).unlink(missing_ok=True)
         return
-    # Prefect starts each flow run in a process group of its own: end those with it.
-    groups = [pid, *_descendant_groups(pid)]
-    for group in groups:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
-        time.sleep(0.2)
-    for group in groups:
-        if _group_alive(group):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(group, signal.SIGKILL)
+    end_process_groups(pid, grace_s)
     layout.pid(name).unlink(missing_ok=True)
     log(f"{name}: stopped")
-
-
-def _processes() -> list[tuple[int, int, int, str]]:
-    """(pid, parent pid, process group, state) of every process."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            found.append((int(stat.parent.name), int(fields[1]), int(fields[2]), fields[0]))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
-
-
-def _descendant_groups(pid: int) -> list[int]:
-    """Process groups of ``pid``'s descendants that differ from its own."""
-    processes = _processes()
-    children: dict[int, list[int]] = {}
-    for child, parent, _, _ in processes:
-        children.setdefault(parent, []).append(child)
-    group_of = {p: g for p, _, g, _ in processes}
-    seen, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in seen:
-                seen.add(child)
-                todo.append(child)
-    return sorted({group_of[p] for p in seen} - {group_of.get(pid, pid)})
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group is alive (zombies do not count)."""
-    return any(group == pgid and state != "Z" for _, _, group, state in _processes())
 
 
 def stop(layout: Layout, settings: OrchestrateSettings, log=print) -> None:
@@ -365,7 +173,8 @@ def _exclusive(layout: Layout):
         yield
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line of ``scripts/orchestrate``."""
     parser = argparse.ArgumentParser(
         prog="scripts/orchestrate",
         description=(
@@ -386,6 +195,78 @@ def main(argv: list[str] | None = None) -> int:
         description="Extra arguments go to `prefect deployment run` (--param k=v, --watch).",
     )
     run.add_argument("deployment", help="on-demand, nightly or on-data-change")
+    return parser
+
+
+def _start_command(layout: Layout, settings: OrchestrateSettings, env: dict[str, str]) -> int:
+    """``start``: starts the services, then prints what another shell needs."""
+    with _exclusive(layout):
+        start(layout, settings)
+    print("\nIn another shell:")
+    print("\n".join(f"export {k}={v}" for k, v in env.items()))
+    print(f"\nPrefect UI: http://127.0.0.1:{settings.prefect_port}/deployments")
+    print(f"MLflow UI:  http://127.0.0.1:{settings.mlflow_port}/#/models")
+    print("Run now:    prefect deployment run 'facekeys-pipeline/on-demand' --watch")
+    return 0
+
+
+def _status_command(layout: Layout, settings: OrchestrateSettings) -> int:
+    """``status``: one line per service; exit status 3 unless all of them answer."""
+    report = status(layout, settings)
+    for name, item in report.items():
+        state = "not running" if item["pid"] is None else f"pid {item['pid']}"
+        answers = "answers" if item["answers"] else "does not answer"
+        where = f" at {item['url']}" if item["url"] else ""
+        print(f"{name}: {state}, {answers}{where}")
+    return 0 if all(item["answers"] for item in report.values()) else 3
+
+
+def _run_command(
+    layout: Layout,
+    settings: OrchestrateSettings,
+    env: dict[str, str],
+    deployment: str,
+    extra: list[str],
+) -> int:
+    """``run``: checks that the servers and the serving process are up, then becomes
+    ``prefect deployment run`` (returns only when a check failed)."""
+    merged = {**env, **{k: os.environ[k] for k in env if os.environ.get(k)}}
+    problems = missing_servers(settings, merged)
+    if read_pid(layout.pid("serve")) is None:
+        problems.append(
+            "the serving process is not running (nothing would execute the run): start "
+            "it with scripts/orchestrate start"
+        )
+    name = f"facekeys-pipeline/{deployment}"
+    if not problems and not deployment_exists(merged["PREFECT_API_URL"], name):
+        problems.append(
+            f"deployment {name} is not served: scripts/orchestrate start starts the "
+            "serving process (known: nightly, on-demand, on-data-change)"
+        )
+    if problems:
+        for line in problems:
+            print(f"orchestrate: error: {line}", file=sys.stderr)
+        return 1
+    prefect = str(Path(sys.executable).parent / "prefect")
+    os.execve(
+        prefect,
+        [prefect, "deployment", "run", name, *extra],
+        {**os.environ, **merged},
+    )
+    return 0  # not reached: execve replaced this process
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one ``scripts/orchestrate`` command.
+
+    Args:
+        argv: the arguments (default: the process's own).
+
+    Returns:
+        The exit status: 0, 1 for an error (printed in one line), 3 from ``status`` when a
+        service does not answer.
+    """
+    parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -394,50 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = OrchestrateSettings.from_params(load_params(layout.root / "params.yaml"))
         env = client_env(layout, settings)
         if args.command == "start":
-            with _exclusive(layout):
-                start(layout, settings)
-            print("\nIn another shell:")
-            print("\n".join(f"export {k}={v}" for k, v in env.items()))
-            print(f"\nPrefect UI: http://127.0.0.1:{settings.prefect_port}/deployments")
-            print(f"MLflow UI:  http://127.0.0.1:{settings.mlflow_port}/#/models")
-            print("Run now:    prefect deployment run 'facekeys-pipeline/on-demand' --watch")
-        elif args.command == "stop":
+            return _start_command(layout, settings, env)
+        if args.command == "stop":
             with _exclusive(layout):
                 stop(layout, settings)
         elif args.command == "status":
-            report = status(layout, settings)
-            for name, item in report.items():
-                state = "not running" if item["pid"] is None else f"pid {item['pid']}"
-                answers = "answers" if item["answers"] else "does not answer"
-                where = f" at {item['url']}" if item["url"] else ""
-                print(f"{name}: {state}, {answers}{where}")
-            return 0 if all(item["answers"] for item in report.values()) else 3
+            return _status_command(layout, settings)
         elif args.command == "env":
             print("\n".join(f"export {k}={v}" for k, v in env.items()))
         elif args.command == "run":
-            merged = {**env, **{k: os.environ[k] for k in env if os.environ.get(k)}}
-            problems = missing_servers(settings, merged)
-            if read_pid(layout.pid("serve")) is None:
-                problems.append(
-                    "the serving process is not running (nothing would execute the run): start "
-                    "it with scripts/orchestrate start"
-                )
-            name = f"facekeys-pipeline/{args.deployment}"
-            if not problems and not deployment_exists(merged["PREFECT_API_URL"], name):
-                problems.append(
-                    f"deployment {name} is not served: scripts/orchestrate start starts the "
-                    "serving process (known: nightly, on-demand, on-data-change)"
-                )
-            if problems:
-                for line in problems:
-                    print(f"orchestrate: error: {line}", file=sys.stderr)
-                return 1
-            prefect = str(Path(sys.executable).parent / "prefect")
-            os.execve(
-                prefect,
-                [prefect, "deployment", "run", name, *extra],
-                {**os.environ, **merged},
-            )
+            return _run_command(layout, settings, env, args.deployment, extra)
     except FacekeysError as exc:
         print(f"orchestrate: error: {exc}", file=sys.stderr)
         return 1

@@ -135,7 +135,8 @@ def test_on_demand_run_from_the_command_line(live):
 
 
 def test_nightly_schedule_has_runs_after_a_restart_of_the_serving_process(live):
-    from facekeys.services import Layout, stop_one
+    from facekeys.service_specs import Layout
+    from facekeys.services import stop_one
 
     def scheduled() -> tuple[dict, list[dict]]:
         deployment = live.deployment("facekeys-pipeline/nightly")
@@ -190,7 +191,8 @@ def test_a_changed_source_triggers_a_pipeline_run_that_fetches_it_again(live):
 def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(live):
     import signal
 
-    from facekeys.services import Layout, _descendant_groups, read_pid
+    from facekeys.service_processes import _descendant_groups, read_pid
+    from facekeys.service_specs import Layout
 
     params = live.work / "params.yaml"
     # Long enough to kill it mid-training: one-step epochs, each ending with a checkpoint.
