@@ -126,6 +126,49 @@ def test_runs_what_is_stale_skips_when_up_to_date_and_runs_experiments(workspace
     store = MlflowClient(tracking_uri=uri, registry_uri=uri)
     versions = store.search_model_versions("name='facekeys-kaggle-15'")
     assert len(versions) == 3  # first run, forced rerun, experiment
+    assert_dvc_views_show_the_headline_numbers(workspace)
+
+
+HEADLINE_KEYS = ("test_nme", "test_rmse_px", "int8_ms", "alias", "version")
+
+
+def assert_dvc_views_show_the_headline_numbers(work: Path) -> None:
+    """Issue 18: DVC's metrics are a few headline numbers per data set, so that its two views
+    compare runs at a glance in a 160-column terminal; the detail files are plain outputs."""
+    narrow = {**os.environ, "COLUMNS": "160"}
+
+    def shown(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "dvc", *args],
+            cwd=work,
+            env=narrow,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    every_metric = shown("metrics", "show")
+    assert "metrics/kaggle-15/headline/evaluate.json" in every_metric, every_metric
+    for detail in ("eval.json", "export.json", "register.json"):
+        assert f"metrics/kaggle-15/{detail}" not in every_metric
+    compared = shown("exp", "show", "--only-changed")
+    for detail_key in ("nme_median", "max_abs_difference", "gate_metric", "paired_bootstrap"):
+        assert detail_key not in every_metric and detail_key not in compared
+    keep = "^(Experiment|Created|" + "|".join(HEADLINE_KEYS) + r"|train\.epochs)$"
+    views = [
+        shown("metrics", "show", "metrics/kaggle-15/headline"),
+        shown("exp", "show", "--only-changed", "--drop", ".*", "--keep", keep),
+        every_metric,
+        compared,
+    ]
+    # --only-changed: the experiment reran register, not export, so int8_ms stays the same.
+    changed = [key for key in HEADLINE_KEYS if key != "int8_ms"]
+    for view, keys in zip(views, [HEADLINE_KEYS, changed, HEADLINE_KEYS, changed], strict=True):
+        assert all(key in view for key in keys), view
+    for view in views[:2]:
+        assert max(len(line) for line in view.splitlines()) <= 160, view
 
 
 def test_bad_requests_fail_in_one_line_and_change_nothing(workspace):
