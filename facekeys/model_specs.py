@@ -72,18 +72,39 @@ def _load_registered(uri: str) -> KeypointPredictor:
             )
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    import tempfile
+
     import mlflow
     from mlflow.exceptions import MlflowException
 
     from facekeys.mlflow_stores import mlflow_uris
 
+    # Only the logged networks are read (weights_only), with this installation's code: the code
+    # logged beside them is never run here, so models logged by older versions of facekeys (or
+    # with another package layout) load the same way.
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            with mlflow_uris(tracking, registry):
+                root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        except (MlflowException, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FacekeysError(f"{uri}: cannot load from {tracking}: {reason}") from None
+        networks = _logged_networks(root)
+        if networks is None:
+            raise FacekeysError(f"{uri}: not a facekeys keypoint model")
+        return KeypointPredictor.from_dir(networks)
+
+
+def _logged_networks(root: Path) -> Path | None:
+    """The model folder (model.pt, model.json, refine/) among a logged pyfunc model's artifacts,
+    as its MLmodel file names it."""
+    import yaml
+
     try:
-        with mlflow_uris(tracking, registry):
-            model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    except (MlflowException, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise FacekeysError(f"{uri}: cannot load from {tracking}: {reason}") from None
-    predictor = getattr(model, "predictor", None)
-    if not isinstance(predictor, KeypointPredictor):
-        raise FacekeysError(f"{uri}: not a facekeys keypoint model")
-    return predictor
+        mlmodel = yaml.safe_load((root / "MLmodel").read_text(encoding="utf-8"))
+        relative = mlmodel["flavors"]["python_function"]["artifacts"]["model"]["path"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    folder = (root / str(relative)).resolve()
+    inside = folder.is_relative_to(root.resolve())
+    return folder if inside and (folder / "model.pt").is_file() else None

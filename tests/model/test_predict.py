@@ -391,3 +391,17 @@ def test_names_are_relative_to_the_folder_given_and_files_keep_their_path(
         ]
     with (tmp_path / "names.errors.csv").open() as handle:
         assert [e["name"] for e in csv.DictReader(handle)] == ["broken.jpg"]
+
+
+def test_a_model_folder_written_before_the_package_moved_into_wings_predicts_the_same():
+    """tests/fixtures/model-before-wings was trained and scored with the flat package (commit
+    a8a4dca): its weights and card load unchanged and give the same points."""
+    import json
+
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "model-before-wings"
+    expected = json.loads((folder / "expected.json").read_text(encoding="utf-8"))
+    image = (np.arange(48 * 40) % 251).astype(np.uint8).reshape(48, 40)
+
+    points = KeypointPredictor.from_dir(folder).predict([image])
+
+    assert np.allclose(points, np.array(expected["points"]), atol=1e-4)

@@ -53,6 +53,30 @@ def logged_model(tiny_augmented, tmp_path, monkeypatch):
     return uri, model_uri, run.run_id
 
 
+def test_a_registered_model_loads_without_running_the_code_logged_beside_it(
+    logged_model, tmp_path, monkeypatch
+):
+    """facekeys reads only the logged networks (weights_only) with its own code: a model logged
+    by an older facekeys (another package layout), or with tampered code, loads the same."""
+    from facekeys.model_specs import load_any_model
+    from facekeys.predict import KeypointPredictor
+
+    uri, model_uri, run_id = logged_model
+    register_version(uri, "facekeys-old", model_uri, run_id, "test.nme_mean", 0.05, 0.0, {})
+    logged = [p for p in (tmp_path / "artifacts").rglob("MLmodel")]
+    assert len(logged) == 1
+    code = logged[0].parent
+    for path in code.rglob("*.py"):
+        path.write_text("raise SystemExit('logged code ran')\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+
+    loaded = load_any_model("models:/facekeys-old/1")
+
+    direct = KeypointPredictor.from_dir(tmp_path / "model")
+    image = np.random.default_rng(2).integers(0, 255, (48, 40), dtype=np.uint8)
+    assert np.allclose(loaded.predict([image]), direct.predict([image]))
+
+
 def test_registry_aliases_follow_the_gate(logged_model, monkeypatch):
     import mlflow
     import pandas as pd
