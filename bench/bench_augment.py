@@ -22,8 +22,8 @@ from common import timed
 
 RUN = """
 import json, sys
-from facekeys.augment import augment_dataset
-from facekeys.augment_settings import AugmentSettings
+from facekeys.augment.dataset import augment_dataset
+from facekeys.augment.settings import AugmentSettings
 from facekeys.params import load_params
 params = load_params(sys.argv[1])
 settings = AugmentSettings.from_params(params["augment"], "youtube-faces-68")

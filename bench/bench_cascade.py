@@ -2,7 +2,7 @@
 
 For a model folder with a refinement network (default models/youtube-faces-68) this prints one
 line per split (test; identity-split validation rows, new people), all NMEs through
-facekeys.predict on whole images:
+facekeys.inference.predictor on whole images:
 
 * ``first_nme``: the first network alone;
 * ``path_nme``: the prediction path (refinement box from the first network's keypoints);
@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from common import labelled_split
 
-from facekeys.crop import keypoint_box
-from facekeys.evaluate import evaluation_splits
-from facekeys.images import to_model_color
-from facekeys.metrics import nme_per_image
-from facekeys.predict import KeypointPredictor
-from facekeys.schemes import FORMATS
+from facekeys.data.crop_geometry import keypoint_box
+from facekeys.data.images import to_model_color
+from facekeys.data.keypoint_formats import FORMATS
+from facekeys.evaluation.evaluate import evaluation_splits
+from facekeys.evaluation.metrics import nme_per_image
+from facekeys.inference.predictor import KeypointPredictor
 
 
 def main() -> None:

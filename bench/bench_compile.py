@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from facekeys.devices import cpu_has_bf16
-from facekeys.losses import masked_loss
-from facekeys.models import build_model
+from facekeys.model.devices import cpu_has_bf16
+from facekeys.model.losses import masked_loss
+from facekeys.model.networks import build_model
 
 
 def run(

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 from common import labelled_split, trained_models
 
-from facekeys.detect import detect_faces, matching_face
-from facekeys.images import load_image
-from facekeys.metrics import OUTER_EYE_CORNERS, nme_per_image
-from facekeys.predict import KeypointPredictor
-from facekeys.predict_files import IMAGE_SUFFIXES
+from facekeys.data.images import load_image
+from facekeys.evaluation.metrics import OUTER_EYE_CORNERS, nme_per_image
+from facekeys.inference.detectors import detect_faces, matching_face
+from facekeys.inference.predict_files import IMAGE_SUFFIXES
+from facekeys.inference.predictor import KeypointPredictor
 
 
 def _paste(image: np.ndarray, points: np.ndarray):

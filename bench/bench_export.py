@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from common import labelled_split
 
-from facekeys.exported_runtimes import load_exported, seconds_per_face
-from facekeys.labelled_splits import load_npz
-from facekeys.predict import KeypointPredictor, onnx_session
+from facekeys.data.labelled_splits import load_npz
+from facekeys.inference.exported_runtimes import load_exported, seconds_per_face
+from facekeys.inference.predictor import KeypointPredictor, onnx_session
 
 
 def _runtimes(model_dir: Path, threads: int) -> dict[str, KeypointPredictor]:
@@ -47,7 +47,7 @@ def _runtimes(model_dir: Path, threads: int) -> dict[str, KeypointPredictor]:
 
 def _test_nme(dataset: str, predictor: KeypointPredictor) -> float:
     """Mean NME of the whole prediction path on the data set's test images."""
-    from facekeys.metrics import OUTER_EYE_CORNERS, nme_per_image
+    from facekeys.evaluation.metrics import OUTER_EYE_CORNERS, nme_per_image
 
     fmt = predictor.card["format"]
     data = labelled_split(dataset, predictor)

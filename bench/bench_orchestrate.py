@@ -1,8 +1,8 @@
 """Orchestration overhead: the pipeline through Prefect against DVC alone, on tiny data.
 
-Starts the real services (``python -m facekeys.services start``: a Prefect server, an MLflow
-server and the serving process, on free ports) over a tiny generated workspace, then measures in
-the same run:
+Starts the real services (``python -m facekeys.orchestration.services start``: a Prefect
+server, an MLflow server and the serving process, on free ports) over a tiny generated workspace,
+then measures in the same run:
 
 - ``full_tiny_pipeline``: ``prefect deployment run 'facekeys-pipeline/on-demand' --watch`` on a
   fresh workspace until Completed, beside ``dvc repro`` on a second fresh workspace logging to

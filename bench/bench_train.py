@@ -7,7 +7,8 @@ RMSE in original pixels (for Kaggle: the 96x96 crops, Kaggle's metric), the same
 baseline scored in the same run (the mean training shape placed in the whole-image crop), and the
 training throughput, FLOPs and peak memory from metrics/<dataset>/train.json. Each image is
 predicted with the whole image as the face box (no ground truth used to crop), by
-facekeys.predict.KeypointPredictor: first model, then the refinement model where there is one.
+facekeys.inference.predictor.KeypointPredictor: first model, then the refinement model where
+there is one.
 
 Usage: python bench/bench_train.py [--datasets ...] [--first-only]
 Goals (issue 4): youtube-faces-68 test NME <= 4.0 %, kaggle-15 RMSE <= 1.5 px, peak memory < 4 GB,
@@ -23,12 +24,12 @@ from pathlib import Path
 import numpy as np
 from common import labelled_split, trained_models
 
-from facekeys.crop import apply_to_points
-from facekeys.evaluate import evaluation_splits
-from facekeys.labelled_splits import load_npz
-from facekeys.metrics import nme_per_image, rmse
-from facekeys.predict import KeypointPredictor
-from facekeys.schemes import FORMATS
+from facekeys.data.crop_geometry import apply_to_points
+from facekeys.data.keypoint_formats import FORMATS
+from facekeys.data.labelled_splits import load_npz
+from facekeys.evaluation.evaluate import evaluation_splits
+from facekeys.evaluation.metrics import nme_per_image, rmse
+from facekeys.inference.predictor import KeypointPredictor
 
 
 def mean_shape_baseline(predictor: KeypointPredictor, data_dir: Path, images) -> np.ndarray:

@@ -34,7 +34,7 @@ def trained_models(datasets: list[str], threads: int = 2) -> Iterator[tuple[str,
     models/<dataset>; the others are named on stderr and skipped."""
     import torch
 
-    from facekeys.predict import KeypointPredictor
+    from facekeys.inference.predictor import KeypointPredictor
 
     torch.set_num_threads(threads)
     for dataset in datasets:
@@ -47,10 +47,10 @@ def trained_models(datasets: list[str], threads: int = 2) -> Iterator[tuple[str,
 
 def labelled_split(dataset: str, predictor: Any, split: str = "test") -> Any:
     """The validated rows of one evaluated split (``test``, ``selection``, ``new_people``: see
-    ``facekeys.evaluate.evaluation_splits``) with decoded images, in ``predictor``'s label
-    convention."""
-    from facekeys.evaluate import evaluation_splits
-    from facekeys.labelled_images import load_labelled
+    ``facekeys.evaluation.evaluate.evaluation_splits``) with decoded images, in ``predictor``'s
+    label convention."""
+    from facekeys.data.labelled_images import load_labelled
+    from facekeys.evaluation.evaluate import evaluation_splits
 
     source = evaluation_splits(dataset)[split]
     return load_labelled(

@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 from common import trained_models
 
-from facekeys.labelled_splits import load_npz
+from facekeys.data.labelled_splits import load_npz
 
 
 def main() -> None:

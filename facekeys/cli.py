@@ -43,9 +43,9 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_fetch(args: argparse.Namespace) -> int:
-    from facekeys.fetch import fetch_dataset
-    from facekeys.kaggle import find_credentials, is_competition_download
-    from facekeys.source_plan import FetchSettings
+    from facekeys.data.fetch import fetch_dataset
+    from facekeys.data.kaggle_credentials import find_credentials, is_competition_download
+    from facekeys.data.source_plan import FetchSettings
 
     settings = FetchSettings(timeout_s=args.timeout)
     kaggle = is_competition_download(args.source, settings.kaggle_hosts)
@@ -106,9 +106,9 @@ Exit status: 0 = usable, 1 = unusable (unreadable, empty, wrong schema, binary, 
 def _run_validate(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from facekeys.data.keypoint_formats import FORMATS
+    from facekeys.data.validate import ValidationSettings, validate_csv
     from facekeys.params import load_params
-    from facekeys.schemes import FORMATS
-    from facekeys.validate import ValidationSettings, validate_csv
 
     settings = ValidationSettings()
     if args.params:
@@ -185,8 +185,8 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     import torch
 
-    from facekeys.model_specs import load_any_model
-    from facekeys.predict_files import check_outputs, errors_path_for, predict_files
+    from facekeys.inference.predict_files import check_outputs, errors_path_for, predict_files
+    from facekeys.tracking.model_specs import load_any_model
 
     out = Path(args.out)
     errors = Path(args.errors) if args.errors else errors_path_for(out)

@@ -12,8 +12,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from facekeys import dvc_output
 from facekeys.errors import FacekeysError
+from facekeys.orchestration import dvc_output
 
 
 def _dvc_env(uri: str) -> dict[str, str]:

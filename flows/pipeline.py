@@ -2,7 +2,7 @@
 ``on-demand`` and ``on-data-change`` deployments run) and ``facekeys-data-check`` (compares the
 data sources with their last fetch and emits an event when one changed).
 
-Wiring only: DVC decides what is stale and runs the stages; ``facekeys.orchestration``,
+Wiring only: DVC decides what is stale and runs the stages; ``facekeys.orchestration.decisions``,
 ``dvc_output``, ``data_check`` and ``run_report`` hold the decisions; ``flows.dvc_tasks`` runs
 DVC and streams its output into the run's logs; these flows hold the workspace lock, retry what
 is transient and leave a report.
@@ -25,9 +25,9 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.exceptions import FailedRun
 from prefect.states import Completed, Failed
 
-from facekeys import data_check, dvc_output, run_report
-from facekeys import orchestration as orch
 from facekeys.errors import FacekeysError
+from facekeys.orchestration import data_check, dvc_output, run_report
+from facekeys.orchestration import decisions as orch
 from facekeys.params import load_params
 from flows.dvc_tasks import dvc_run, dvc_stale
 

@@ -17,10 +17,10 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
-from facekeys import orchestration as orch
-from facekeys.data_check import DATA_CHANGED_EVENT
 from facekeys.errors import FacekeysError
-from facekeys.orchestration import check_cron
+from facekeys.orchestration import decisions as orch
+from facekeys.orchestration.data_check import DATA_CHANGED_EVENT
+from facekeys.orchestration.decisions import check_cron
 from flows.pipeline import _settings, facekeys_data_check, facekeys_pipeline, workspace
 
 ONE_AT_A_TIME_QUEUED = ConcurrencyLimitConfig(

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facekeys.augment import augment_dataset
-from facekeys.augment_settings import AugmentSettings
-from facekeys.datasets import DATASETS, describe_source
-from facekeys.detect import DetectorSettings
-from facekeys.detector_calibration import add_detector_framing
-from facekeys.stagekit import dataset_arg, run_stage
+from facekeys.augment.dataset import augment_dataset
+from facekeys.augment.settings import AugmentSettings
+from facekeys.data.dataset_layout import DATASETS, describe_source
+from facekeys.inference.detector_calibration import add_detector_framing
+from facekeys.inference.detectors import DetectorSettings
+from facekeys.stage_runner import dataset_arg, run_stage
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
@@ -35,7 +35,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     add_detector_framing(layout.format, splits, out_dir, settings, detector, log)
     refine = AugmentSettings.refine_from_params(section, dataset)
     if refine is not None:
-        # Crops around the labelled keypoints for the refinement model (see facekeys.predict).
+        # Crops around the labelled keypoints for the refinement model (see
+        # facekeys.inference.predictor).
         augment_dataset(
             layout.format, splits, out_dir / "refine", refine, log=log, data_source=source
         )

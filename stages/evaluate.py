@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facekeys.atomic import write_json
-from facekeys.datasets import DATASETS
-from facekeys.evaluate import evaluate_model, evaluation_splits
-from facekeys.mlflow_errors import mlflow_errors
-from facekeys.mlflow_stores import recorded_server, resolve_tracking_uri
-from facekeys.stagekit import dataset_arg, run_stage
-from facekeys.tracking import flat_metrics, log_to_run, model_weights_sha256
+from facekeys.data.atomic_files import write_json
+from facekeys.data.dataset_layout import DATASETS
+from facekeys.evaluation.evaluate import evaluate_model, evaluation_splits
+from facekeys.stage_runner import dataset_arg, run_stage
+from facekeys.tracking.mlflow_errors import mlflow_errors
+from facekeys.tracking.runs import flat_metrics, log_to_run, model_weights_sha256
+from facekeys.tracking.stores import recorded_server, resolve_tracking_uri
 
 
 def headline(report: dict[str, Any]) -> dict[str, Any]:

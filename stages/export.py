@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facekeys.atomic import write_json
-from facekeys.export import DEFAULT_TOLERANCE, export_model
-from facekeys.exported_runtimes import int8_ms_per_face
-from facekeys.int8 import Int8Data, Int8Settings
-from facekeys.labelled_splits import load_npz
-from facekeys.stagekit import dataset_arg, run_stage
+from facekeys.data.atomic_files import write_json
+from facekeys.data.labelled_splits import load_npz
+from facekeys.export.exporter import DEFAULT_TOLERANCE, export_model
+from facekeys.export.int8 import Int8Data, Int8Settings
+from facekeys.inference.exported_runtimes import int8_ms_per_face
+from facekeys.stage_runner import dataset_arg, run_stage
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:

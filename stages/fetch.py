@@ -2,9 +2,9 @@
 
 from typing import Any
 
-from facekeys.fetch import fetch_planned
-from facekeys.source_plan import FetchSettings, plan_source
-from facekeys.stagekit import dataset_arg, run_stage
+from facekeys.data.fetch import fetch_planned
+from facekeys.data.source_plan import FetchSettings, plan_source
+from facekeys.stage_runner import dataset_arg, run_stage
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:

@@ -14,20 +14,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from facekeys.atomic import atomic_file, write_json
+from facekeys.augment.identity_split import held_out_split, identity_of
+from facekeys.data.atomic_files import atomic_file, write_json
+from facekeys.data.labelled_images import load_labelled
 from facekeys.errors import FacekeysError
-from facekeys.evaluate import SplitSource, evaluation_splits, score_model_on
-from facekeys.identity_split import held_out_split, identity_of
-from facekeys.labelled_images import load_labelled
-from facekeys.metrics import gate_metric_function, paired_bootstrap_gain
-from facekeys.mlflow_errors import mlflow_errors
-from facekeys.mlflow_stores import recorded_server, relative_store_uri, resolve_tracking_uri
-from facekeys.predict import KeypointPredictor, read_card
-from facekeys.registered_models import logged_code_sha256, registered_model_dir
-from facekeys.registry import register_version
-from facekeys.registry_gate import GATE_DATA_TAG, Incomparable, check_scored_model
-from facekeys.stagekit import dataset_arg, run_stage
-from facekeys.tracking import dvc_lock_hashes, flat_metrics, git_state, model_weights_sha256
+from facekeys.evaluation.evaluate import SplitSource, evaluation_splits, score_model_on
+from facekeys.evaluation.metrics import gate_metric_function, paired_bootstrap_gain
+from facekeys.inference.predictor import KeypointPredictor, read_card
+from facekeys.stage_runner import dataset_arg, run_stage
+from facekeys.tracking.gate import GATE_DATA_TAG, Incomparable, check_scored_model
+from facekeys.tracking.mlflow_errors import mlflow_errors
+from facekeys.tracking.registered_models import logged_code_sha256, registered_model_dir
+from facekeys.tracking.registry import register_version
+from facekeys.tracking.runs import dvc_lock_hashes, flat_metrics, git_state, model_weights_sha256
+from facekeys.tracking.stores import recorded_server, relative_store_uri, resolve_tracking_uri
 
 
 def _per_dataset(section: dict[str, Any], key: str, dataset: str) -> Any:

@@ -1,6 +1,7 @@
 """DVC stage train@<dataset>: data/augmented/<dataset> -> models/<dataset>/{model.pt,model.json}
 (and models/<dataset>/refine/ where the data set has refinement data), metrics/<dataset>/
-train.json and train_history.csv, one MLflow run."""
+train.json and train_history.csv, one MLflow run. DVC shows metrics/<dataset>/headline/train.json.
+"""
 
 import json
 import shutil
@@ -8,21 +9,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facekeys.atomic import atomic_file, check_writable, sha256_file, write_json
-from facekeys.checkpoints import publish_model
+from facekeys.data.atomic_files import atomic_file, check_writable, sha256_file, write_json
 from facekeys.errors import FacekeysError
-from facekeys.mlflow_errors import check_reachable, mlflow_errors
-from facekeys.mlflow_stores import (
+from facekeys.model.checkpoints import publish_model
+from facekeys.model.settings import TrainSettings
+from facekeys.model.training import train
+from facekeys.model.training_log import PrefixedLogger, write_history_csv
+from facekeys.stage_runner import dataset_arg, run_stage
+from facekeys.tracking.mlflow_errors import check_reachable, mlflow_errors
+from facekeys.tracking.runs import MlflowRun, dvc_lock_hashes, git_state, loss_plot
+from facekeys.tracking.stores import (
     default_tracking_uri,
     local_artifact_root,
     local_store_uri,
     relative_store_uri,
 )
-from facekeys.stagekit import dataset_arg, run_stage
-from facekeys.tracking import MlflowRun, dvc_lock_hashes, git_state, loss_plot
-from facekeys.train import train
-from facekeys.train_settings import TrainSettings
-from facekeys.training_log import PrefixedLogger, write_history_csv
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers DVC's tables show for this stage (train.json keeps the rest): the best
+    selection NME, the epochs run and the minutes of training."""
+    seconds = summary.get("train_seconds_total")
+    return {
+        "selection_nme": summary.get("best_val_nme"),
+        "epochs": summary.get("epochs_run"),
+        "minutes": round(seconds / 60, 1) if isinstance(seconds, int | float) else None,
+    }
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
@@ -94,6 +106,7 @@ def _train_and_log(
     summary["tracking_uri"] = relative_store_uri(uri)
     publish_model(staging, model_dir)
     write_json(metrics_dir / "train.json", summary)
+    write_json(metrics_dir / "headline" / "train.json", headline(summary))
     shutil.rmtree(checkpoints, ignore_errors=True)
     print(_result_line(dataset, summary, uri), file=sys.stderr)
 
@@ -146,7 +159,7 @@ def _train_networks(
                 "params.yaml. Predictions come from the first network alone.\n"
             )
         return summary, history
-    # The second model re-crops around the first one's keypoints (see facekeys.predict).
+    # The second model re-crops around the first one's keypoints (see facekeys.inference.predictor).
     refine = train(
         data_dir / "refine",
         staging / "refine",

@@ -5,12 +5,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facekeys.atomic import write_json
-from facekeys.datasets import DATASETS
+from facekeys.data.atomic_files import write_json
+from facekeys.data.dataset_layout import DATASETS
+from facekeys.data.keypoint_formats import FORMATS
+from facekeys.data.validate import ValidationSettings, validate_csv
 from facekeys.errors import DataUnusableError
-from facekeys.schemes import FORMATS
-from facekeys.stagekit import dataset_arg, run_stage
-from facekeys.validate import ValidationSettings, validate_csv
+from facekeys.stage_runner import dataset_arg, run_stage
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
@@ -39,6 +39,12 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     if failures:
         raise DataUnusableError("; ".join(failures))
     write_json(Path("metrics") / dataset / "validate.json", summary)
+    # DVC's tables show the totals; validate.json keeps them per split.
+    totals = {
+        key: sum(counts[key] for counts in summary.values())
+        for key in ("rows_valid", "rows_quarantined")
+    }
+    write_json(Path("metrics") / dataset / "headline" / "validate.json", totals)
 
 
 if __name__ == "__main__":

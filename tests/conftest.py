@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeys.schemes import KAGGLE15
+from facekeys.data.keypoint_formats import KAGGLE15
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FACEKEYS_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -32,7 +32,7 @@ def _isolated_mlflow_uris():
     process-wide and exports it) must not reach the next test or the DVC children it starts."""
     yield
     if "mlflow" in sys.modules:
-        from facekeys.mlflow_stores import restore_mlflow_uris
+        from facekeys.tracking.stores import restore_mlflow_uris
 
         restore_mlflow_uris(None, None, _MLFLOW_VARIABLES)
 
@@ -174,8 +174,8 @@ def synthetic_face_images(count: int, size: int = 48, seed: int = 0):
 @pytest.fixture
 def tiny_augmented(tmp_path: Path) -> Path:
     """A small augmented youtube68-format data set (train/val/test npz + meta.json)."""
-    from facekeys.augment import augment_dataset
-    from facekeys.augment_settings import AugmentSettings
+    from facekeys.augment.dataset import augment_dataset
+    from facekeys.augment.settings import AugmentSettings
 
     folder = tmp_path / "tiny_images"
     folder.mkdir()

@@ -141,8 +141,9 @@ def _python_module(
 def orchestrate(
     cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:
-    """Runs ``scripts/orchestrate``'s command (``python -m facekeys.services``) in ``cwd``."""
-    return _python_module("facekeys.services", cwd, args, env, timeout)
+    """Runs ``scripts/orchestrate``'s command (``python -m facekeys.orchestration.services``)
+    in ``cwd``."""
+    return _python_module("facekeys.orchestration.services", cwd, args, env, timeout)
 
 
 def exported(stdout: str) -> dict[str, str]:

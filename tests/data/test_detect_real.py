@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeys.augment_settings import AugmentSettings
-from facekeys.detector_calibration import calibrate_detector as _calibrate_detector
-from facekeys.labelled_splits import read_split
-from facekeys.detect import DetectorFraming, DetectorSettings, detect_faces
-from facekeys.images import load_image
-from facekeys.schemes import FORMATS
+from facekeys.augment.settings import AugmentSettings
+from facekeys.inference.detector_calibration import calibrate_detector as _calibrate_detector
+from facekeys.data.labelled_splits import read_split
+from facekeys.inference.detectors import DetectorFraming, DetectorSettings, detect_faces
+from facekeys.data.images import load_image
+from facekeys.data.keypoint_formats import FORMATS
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 

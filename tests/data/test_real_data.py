@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from facekeys.datasets import DATASETS
-from facekeys.fetch import fetch_dataset
-from facekeys.schemes import FORMATS
-from facekeys.validate import ValidationSettings, validate_csv
+from facekeys.data.dataset_layout import DATASETS
+from facekeys.data.fetch import fetch_dataset
+from facekeys.data.keypoint_formats import FORMATS
+from facekeys.data.validate import ValidationSettings, validate_csv
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -49,8 +49,8 @@ def test_the_derived_kaggle_layout_matches_the_published_one(shared_data, tmp_pa
     import numpy as np
     import pandas as pd
 
-    from facekeys.fetch import fetch_planned
-    from facekeys.source_plan import FetchSettings, plan_source
+    from facekeys.data.fetch import fetch_planned
+    from facekeys.data.source_plan import FetchSettings, plan_source
 
     sources = {
         "youtube-faces-68": str(shared_data / "youtube-faces-68"),

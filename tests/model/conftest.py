@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeys.augment import augment_dataset
-from facekeys.augment_settings import AugmentSettings
+from facekeys.augment.dataset import augment_dataset
+from facekeys.augment.settings import AugmentSettings
 from tests.conftest import HEADER68, row68, synthetic_face_images, write_csv
 
 

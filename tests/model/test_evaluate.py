@@ -9,11 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facekeys.augment import augment_dataset
-from facekeys.augment_settings import AugmentSettings
-from facekeys.evaluate import SplitSource, evaluate_model
-from facekeys.train import train
-from facekeys.train_settings import TrainSettings
+from facekeys.augment.dataset import augment_dataset
+from facekeys.augment.settings import AugmentSettings
+from facekeys.evaluation.evaluate import SplitSource, evaluate_model
+from facekeys.model.settings import TrainSettings
+from facekeys.model.training import train
 from tests.conftest import HEADER68, face_points_68, row68, write_csv
 
 SIZE = 48

@@ -14,13 +14,13 @@ import onnx
 import pytest
 
 from facekeys.cli import main
+from facekeys.data.labelled_splits import load_npz
 from facekeys.errors import FacekeysError
-from facekeys.export import export_model
-from facekeys.exported_runtimes import load_exported
-from facekeys.int8 import Int8Data, Int8Settings
-from facekeys.labelled_splits import load_npz
-from facekeys.predict import KeypointPredictor
-from facekeys.train import train
+from facekeys.export.exporter import export_model
+from facekeys.export.int8 import Int8Data, Int8Settings
+from facekeys.inference.exported_runtimes import load_exported
+from facekeys.inference.predictor import KeypointPredictor
+from facekeys.model.training import train
 from tests.model.test_train import TINY
 
 
@@ -154,7 +154,7 @@ def test_export_refuses_an_exported_file_that_lost_its_weights(two_stage, tmp_pa
     would give) fail the check at the shipped tolerance."""
     import torch
 
-    import facekeys.export as export
+    import facekeys.export.exporter as export
 
     root = two_stage["dir"]
     train(root / "aug", root / "model", root / "c1.pt", TINY)
@@ -225,7 +225,7 @@ def test_int8_params_are_checked_in_one_line():
 
 
 def test_int8_speed_is_measured_for_both_networks_together(exported):
-    from facekeys.exported_runtimes import int8_ms_per_face
+    from facekeys.inference.exported_runtimes import int8_ms_per_face
 
     two_stage, _, crops = exported
     export_dir = two_stage["dir"] / "model" / "export"

@@ -17,10 +17,10 @@ import time
 import pytest
 
 from facekeys.errors import FacekeysError
-from facekeys.mlflow_errors import mlflow_errors
-from facekeys.registry import register_version
-from facekeys.registry_gate import CHAMPION
-from facekeys.tracking import HOST_TAG, PID_TAG, MlflowRun
+from facekeys.tracking.gate import CHAMPION
+from facekeys.tracking.mlflow_errors import mlflow_errors
+from facekeys.tracking.registry import register_version
+from facekeys.tracking.runs import HOST_TAG, PID_TAG, MlflowRun
 from tests.tinyproject import dvc, make_project
 
 pytestmark = pytest.mark.slow
@@ -134,7 +134,7 @@ def test_a_locked_store_is_named_as_locked(tmp_path):
 
 
 def test_registering_the_same_model_twice_reuses_its_version(tmp_path, tiny_augmented):
-    from facekeys.train import train
+    from facekeys.model.training import train
     from tests.model.test_train import TINY
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -167,7 +167,7 @@ def test_registering_the_same_model_twice_reuses_its_version(tmp_path, tiny_augm
     "setting", ["train.mlflow.required", "evaluate.mlflow_required", "register.mlflow_required"]
 )
 def test_an_unreachable_server_names_the_callers_own_setting(setting):
-    from facekeys.mlflow_errors import check_reachable
+    from facekeys.tracking.mlflow_errors import check_reachable
     from tests.tinyproject import free_port
 
     uri = f"http://127.0.0.1:{free_port()}"

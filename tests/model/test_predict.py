@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from facekeys.cli import main
-from facekeys.predict import KeypointPredictor
-from facekeys.train import train
+from facekeys.inference.predictor import KeypointPredictor
+from facekeys.model.training import train
 from tests.conftest import REPO
 from tests.model.test_train import TINY
 
@@ -132,7 +132,7 @@ def test_detect_haar_predicts_every_face_of_a_photo(tiny_model, shared_data, tmp
     a photo without a face is listed with its reason but is not an error."""
     import json
 
-    from facekeys.detect import DetectorFraming, DetectorSettings, detect_faces
+    from facekeys.inference.detectors import DetectorFraming, DetectorSettings, detect_faces
 
     card_path = tiny_model / "model.json"
     card = json.loads(card_path.read_text())
@@ -352,7 +352,7 @@ def test_model_files_that_cannot_be_used_are_one_line(tiny_model, tmp_path, caps
 
 
 def test_progress_lines_when_stderr_is_not_a_terminal(tiny_model, tmp_path, capsys):
-    from facekeys.predict_files import predict_files
+    from facekeys.inference.predict_files import predict_files
 
     photos = photos_with(tmp_path / "photos", count=5)
     predictor = KeypointPredictor.from_dir(tiny_model)

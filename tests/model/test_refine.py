@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeys.augment_settings import AugmentSettings
-from facekeys.crop import apply_to_points, keypoint_box, square_crop_matrix, warp
+from facekeys.augment.settings import AugmentSettings
+from facekeys.data.crop_geometry import apply_to_points, keypoint_box, square_crop_matrix, warp
+from facekeys.data.labelled_splits import load_npz
 from facekeys.errors import FacekeysError
-from facekeys.labelled_splits import load_npz
-from facekeys.predict import KeypointPredictor
-from facekeys.train import train
-from facekeys.train_settings import TrainSettings
-from facekeys.training_log import EpochLogger, write_history_csv
+from facekeys.inference.predictor import KeypointPredictor
+from facekeys.model.settings import TrainSettings
+from facekeys.model.training import train
+from facekeys.model.training_log import EpochLogger, write_history_csv
 from tests.model.test_train import TINY
 
 
@@ -129,7 +129,7 @@ def test_refine_entry_cannot_change_the_face_box():
 def test_refine_data_refuses_partly_labelled_rows(tiny_kaggle, tmp_path):
     """Kaggle's 4-point rows would teach a box around a subset of the points; prediction crops
     around all of them. The stage stops with one line naming the file and the first such row."""
-    from facekeys.augment import augment_dataset
+    from facekeys.augment.dataset import augment_dataset
     from tests.conftest import kaggle_row
 
     csv_path = tiny_kaggle([kaggle_row(), kaggle_row(missing_optional=True), kaggle_row()])

@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeys.registry import register_version
-from facekeys.registry_gate import CHALLENGER, CHAMPION, decide
-from facekeys.tracking import MlflowRun
-from facekeys.train import train
+from facekeys.model.training import train
+from facekeys.tracking.gate import CHALLENGER, CHAMPION, decide
+from facekeys.tracking.registry import register_version
+from facekeys.tracking.runs import MlflowRun
 from tests.model.test_train import TINY
 
 
@@ -58,8 +58,8 @@ def test_a_registered_model_loads_without_running_the_code_logged_beside_it(
 ):
     """facekeys reads only the logged networks (weights_only) with its own code: a model logged
     by an older facekeys (another package layout), or with tampered code, loads the same."""
-    from facekeys.model_specs import load_any_model
-    from facekeys.predict import KeypointPredictor
+    from facekeys.inference.predictor import KeypointPredictor
+    from facekeys.tracking.model_specs import load_any_model
 
     uri, model_uri, run_id = logged_model
     register_version(uri, "facekeys-old", model_uri, run_id, "test.nme_mean", 0.05, 0.0, {})
@@ -108,7 +108,7 @@ def test_registry_aliases_follow_the_gate(logged_model, monkeypatch):
     assert "equals" in challenger.description
 
     from facekeys.errors import FacekeysError
-    from facekeys.model_specs import load_any_model
+    from facekeys.tracking.model_specs import load_any_model
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     via_cli_path = load_any_model("models:/facekeys-tiny@champion")  # facekeys predict --model
@@ -182,7 +182,7 @@ def test_champion_is_served_over_http(logged_model, tmp_path):
 def test_the_gate_compares_like_with_like_and_keeps_a_champion(logged_model, monkeypatch):
     import mlflow
 
-    import facekeys.registry as registry
+    import facekeys.tracking.registry as registry
     from facekeys.errors import FacekeysError
 
     uri, model_uri, run_id = logged_model
@@ -257,7 +257,7 @@ def test_the_gate_compares_like_with_like_and_keeps_a_champion(logged_model, mon
 
 def test_an_evaluation_of_another_model_is_refused():
     from facekeys.errors import FacekeysError
-    from facekeys.registry_gate import check_scored_model
+    from facekeys.tracking.gate import check_scored_model
 
     report = {"model": {"run_id": "r1", "weights_sha256": "w1"}}
     check_scored_model(report, {"run_id": "r1"}, "w1", "kaggle-15")
@@ -270,7 +270,7 @@ def test_an_evaluation_of_another_model_is_refused():
 
 
 def test_a_registered_version_can_be_scored_again(logged_model, tmp_path):
-    from facekeys.registered_models import registered_model_dir
+    from facekeys.tracking.registered_models import registered_model_dir
 
     uri, model_uri, run_id = logged_model
     register_version(uri, "facekeys-dl", model_uri, run_id, "test.nme_mean", 0.05, 0.0, {})
@@ -280,7 +280,7 @@ def test_a_registered_version_can_be_scored_again(logged_model, tmp_path):
 
 def test_the_code_a_model_runs_is_hashed(logged_model):
     from facekeys.errors import FacekeysError
-    from facekeys.registered_models import logged_code_sha256
+    from facekeys.tracking.registered_models import logged_code_sha256
 
     uri, model_uri, _ = logged_model
     first = logged_code_sha256(uri, model_uri)

@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-from facekeys.checkpoints import load_model
 from facekeys.errors import FacekeysError
-from facekeys.models import ARCHITECTURES, build_model
-from facekeys.predict import KeypointPredictor
-from facekeys.train import train
-from facekeys.train_settings import TrainSettings
+from facekeys.inference.predictor import KeypointPredictor
+from facekeys.model.checkpoints import load_model
+from facekeys.model.networks import ARCHITECTURES, build_model
+from facekeys.model.settings import TrainSettings
+from facekeys.model.training import train
 
 TINY = TrainSettings(
     architecture="heatmap", width=8, epochs=6, batch_size=16, lr=0.01, ema_decay=0.9,
@@ -113,8 +113,8 @@ def test_unknown_settings_are_one_line_errors():
 
 RUNNER = """
 import sys, dataclasses, json
-from facekeys.train import train
-from facekeys.train_settings import TrainSettings
+from facekeys.model.training import train
+from facekeys.model.settings import TrainSettings
 settings = TrainSettings(**json.loads(sys.argv[4]))
 train(sys.argv[1], sys.argv[2], sys.argv[3], settings, log=lambda line: None)
 """
@@ -164,8 +164,8 @@ def test_checkpoint_of_another_config_is_not_resumed(tiny_augmented, tmp_path):
 def test_mlflow_run_in_a_temporary_sqlite_store(tiny_augmented, tmp_path, monkeypatch):
     import mlflow
 
-    from facekeys.tracking import MlflowRun, loss_plot
-    from facekeys.training_log import write_history_csv
+    from facekeys.model.training_log import write_history_csv
+    from facekeys.tracking.runs import MlflowRun, loss_plot
 
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -205,7 +205,7 @@ def test_mlflow_run_in_a_temporary_sqlite_store(tiny_augmented, tmp_path, monkey
 
 
 def test_unreachable_tracking_server_fails_fast():
-    from facekeys.mlflow_errors import check_reachable
+    from facekeys.tracking.mlflow_errors import check_reachable
 
     start = time.monotonic()
     with pytest.raises(FacekeysError, match="unreachable"):
@@ -217,7 +217,7 @@ def test_a_store_whose_artifacts_live_on_a_server_is_refused_before_training(tmp
     import mlflow
 
     from facekeys.errors import FacekeysError
-    from facekeys.tracking import MlflowRun
+    from facekeys.tracking.runs import MlflowRun
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.MlflowClient(uri).create_experiment(

@@ -135,8 +135,8 @@ def test_on_demand_run_from_the_command_line(live):
 
 
 def test_nightly_schedule_has_runs_after_a_restart_of_the_serving_process(live):
-    from facekeys.service_specs import Layout
-    from facekeys.services import stop_one
+    from facekeys.orchestration.service_specs import Layout
+    from facekeys.orchestration.services import stop_one
 
     def scheduled() -> tuple[dict, list[dict]]:
         deployment = live.deployment("facekeys-pipeline/nightly")
@@ -179,7 +179,7 @@ def test_a_changed_source_triggers_a_pipeline_run_that_fetches_it_again(live):
     # The same bytes: DVC reruns nothing after the fetch.
     assert "Running stage 'validate@kaggle-15'" not in logs
     record = json.loads((live.work / "data/raw/kaggle-15.source.json").read_text())
-    from facekeys.source_fingerprint import source_fingerprint
+    from facekeys.data.source_fingerprint import source_fingerprint
 
     assert record["fingerprint"] == source_fingerprint(str(source.parent))
     # The refetch recorded the new fingerprint: the next check finds nothing to announce.
@@ -191,8 +191,8 @@ def test_a_changed_source_triggers_a_pipeline_run_that_fetches_it_again(live):
 def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(live):
     import signal
 
-    from facekeys.service_processes import _descendant_groups, read_pid
-    from facekeys.service_specs import Layout
+    from facekeys.orchestration.service_processes import _descendant_groups, read_pid
+    from facekeys.orchestration.service_specs import Layout
 
     params = live.work / "params.yaml"
     # Long enough to kill it mid-training: one-step epochs, each ending with a checkpoint.
@@ -217,7 +217,7 @@ def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(
     killed_at = time.monotonic()
     # The lock is free once Prefect's repossessor revokes the expired lease; watching the slot
     # itself keeps the flow's start-up and its wait between tries out of the measurement.
-    from facekeys.orchestration import lock_name
+    from facekeys.orchestration.decisions import lock_name
 
     limit = f"v2/concurrency_limits/{lock_name(live.work)}"
     while live.api(limit)["active_slots"] and time.monotonic() < killed_at + 300:

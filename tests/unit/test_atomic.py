@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from facekeys.atomic import (
+from facekeys.data.atomic_files import (
     atomic_dir,
     atomic_file,
     remove_stale_staging,
@@ -19,14 +19,14 @@ from facekeys.atomic import (
     write_json,
 )
 from facekeys.errors import OutputError
-from facekeys.stagekit import run_stage
+from facekeys.stage_runner import run_stage
 from tests.conftest import REPO
 
 # A writer that stages a part of its output, says where it is, and waits to be killed.
 WRITER = """
 import sys, time
 from pathlib import Path
-from facekeys.atomic import atomic_dir, atomic_file
+from facekeys.data.atomic_files import atomic_dir, atomic_file
 
 target, kind = Path(sys.argv[1]), sys.argv[2]
 if kind == "dir":
@@ -120,8 +120,8 @@ def run_stage_in_process(tmp_path: Path, body: str) -> subprocess.CompletedProce
     (tmp_path / "params.yaml").write_text("datasets: [x]\n")
     script = (
         "from pathlib import Path\n"
-        "from facekeys.atomic import write_json\n"
-        "from facekeys.stagekit import run_stage\n"
+        "from facekeys.data.atomic_files import write_json\n"
+        "from facekeys.stage_runner import run_stage\n"
         f"def main(params, argv):\n{body}\n"
         "run_stage('evaluate', main)\n"
     )

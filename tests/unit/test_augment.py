@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeys.augment import augment_dataset
-from facekeys.augment_settings import AugmentSettings
-from facekeys.crop import apply_to_points, flip_points, jitter_matrix
+from facekeys.augment.dataset import augment_dataset
+from facekeys.augment.identity_split import identity_of, identity_split
+from facekeys.augment.settings import AugmentSettings
+from facekeys.data.crop_geometry import apply_to_points, flip_points, jitter_matrix
+from facekeys.data.keypoint_formats import IBUG68_FLIP, KAGGLE15_FLIP, KAGGLE_POINTS
+from facekeys.data.labelled_splits import load_npz
 from facekeys.errors import FacekeysError
-from facekeys.identity_split import identity_of, identity_split
-from facekeys.labelled_splits import load_npz
-from facekeys.schemes import IBUG68_FLIP, KAGGLE15_FLIP, KAGGLE_POINTS
 from tests.conftest import HEADER68, KAGGLE_HEADER, face_points_68, kaggle_row, row68, write_csv
 
 QUIET = AugmentSettings(
@@ -281,7 +281,7 @@ def test_one_based_labels_land_on_their_pixel(tmp_path):
     """A dot drawn at pixel (40, 30) and labelled (41, 31), as the 1-based data sets label it:
     read with label_pixel_offset 1.0, the crop's point lies on the dot and evaluation reads the
     label at the dot's pixel (a wrong sign would put both 2 px away)."""
-    from facekeys.labelled_images import labelled_sha256, load_labelled
+    from facekeys.data.labelled_images import labelled_sha256, load_labelled
 
     points = face_points_68()
     points[30] = (41.0, 31.0)

@@ -25,7 +25,7 @@ LAYERS = (
     "orchestration",
     "entry points",  # facekeys/cli.py, facekeys/stage_runner.py
 )
-FOUNDATION = {"facekeys.errors", "facekeys.params"}
+FOUNDATION = {"facekeys", "facekeys.errors", "facekeys.params"}
 ENTRY_POINTS = {"facekeys.cli", "facekeys.stage_runner"}
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 350
@@ -74,7 +74,7 @@ def test_every_module_lies_in_a_wing_whose_package_says_what_it_owns():
         layer_of(name)
         if path.name == "__init__.py":
             doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
-            assert doc and "import" in doc, f"{path}: say what the wing owns and may import"
+            assert doc and "import" in doc.lower(), f"{path}: say what it owns and may import"
 
 
 def test_wings_import_only_their_own_and_lower_wings():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from facekeys.csvfile import read_records
+from facekeys.data.csv_reading import read_records
 from facekeys.errors import DataUnusableError
 
 

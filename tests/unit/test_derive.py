@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeys.derive import (
+from facekeys.data.derive_kaggle15 import (
     PARTIAL_SHARE,
     SKIPPED_CSV,
     crop_square,
@@ -18,11 +18,11 @@ from facekeys.derive import (
     kaggle_row,
     keeps_only_required,
 )
+from facekeys.data.fetch import fetch_planned
+from facekeys.data.keypoint_formats import KAGGLE15, KAGGLE_POINTS, KAGGLE_REQUIRED
+from facekeys.data.source_plan import FetchSettings, plan_source
+from facekeys.data.validate import validate_csv
 from facekeys.errors import FacekeysError
-from facekeys.fetch import fetch_planned
-from facekeys.schemes import KAGGLE15, KAGGLE_POINTS, KAGGLE_REQUIRED
-from facekeys.source_plan import FetchSettings, plan_source
-from facekeys.validate import validate_csv
 from tests.conftest import HEADER68, write_csv
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facekeys import detect
-from facekeys.crop import keypoint_box
-from facekeys.detect import DetectorFraming, DetectorSettings, calibrate, matching_face
+from facekeys.data.crop_geometry import keypoint_box
 from facekeys.errors import FacekeysError
+from facekeys.inference import detectors as detect
+from facekeys.inference.detectors import DetectorFraming, DetectorSettings, calibrate, matching_face
 
 
 def test_detector_settings_refuse_bad_values_in_one_line():
@@ -50,10 +50,10 @@ def test_detected_photo_is_cropped_exactly_like_its_training_image(tmp_path, mon
     the same model-input crop as the whole image under the crop policy (margin included)."""
     import cv2
 
-    from facekeys.augment_settings import AugmentSettings
-    from facekeys.crop import CropPolicy, square_crop_matrix, whole_image_matrix
-    from facekeys.detector_calibration import calibrate_detector as _calibrate_detector
-    from facekeys.labelled_splits import SplitRows
+    from facekeys.augment.settings import AugmentSettings
+    from facekeys.data.crop_geometry import CropPolicy, square_crop_matrix, whole_image_matrix
+    from facekeys.data.labelled_splits import SplitRows
+    from facekeys.inference.detector_calibration import calibrate_detector as _calibrate_detector
 
     names, points, boxes = [], [], {}
     for k in range(12):
@@ -130,7 +130,7 @@ def test_keypoint_box_of_collapsed_points_still_has_a_size():
 
 FORK_AFTER_DETECTION = """
 import multiprocessing, numpy as np, cv2
-from facekeys.detect import DetectorSettings, detect_faces
+from facekeys.inference.detectors import DetectorSettings, detect_faces
 detect_faces(np.random.default_rng(0).integers(0, 255, (480, 640), np.uint8), DetectorSettings())
 def init():
     cv2.setNumThreads(1)  # what augment's workers do first

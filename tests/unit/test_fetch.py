@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from facekeys.atomic import sha256_file
+from facekeys.data.atomic_files import sha256_file
+from facekeys.data.fetch import fetch_dataset
+from facekeys.data.source_plan import resolve_source, source_env_var
 from facekeys.errors import FacekeysError
-from facekeys.fetch import fetch_dataset
-from facekeys.source_plan import resolve_source, source_env_var
 
 
 def make_youtube_folder(root: Path) -> Path:
@@ -179,7 +179,7 @@ def test_zip_slip_refused(tmp_path):
 
 
 def test_extract_cap(tmp_path):
-    from facekeys.source_plan import FetchSettings
+    from facekeys.data.source_plan import FetchSettings
 
     archive = zip_folder(make_youtube_folder(tmp_path / "src"), tmp_path / "d.zip")
     with pytest.raises(FacekeysError, match="max_extract_bytes"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facekeys.images import ImageLimits, ImageProblem, decode_image, header_size, load_image
+from facekeys.data.images import ImageLimits, ImageProblem, decode_image, header_size, load_image
 from tests.conftest import jpeg_bytes, png_bytes
 
 

@@ -19,10 +19,10 @@ from typing import ClassVar
 
 import pytest
 
+from facekeys.data.fetch import fetch_dataset, fetch_planned
+from facekeys.data.kaggle_credentials import KaggleCredentials, find_credentials
+from facekeys.data.source_plan import FetchSettings, plan_source
 from facekeys.errors import FacekeysError
-from facekeys.fetch import fetch_dataset, fetch_planned
-from facekeys.kaggle import KaggleCredentials, find_credentials
-from facekeys.source_plan import FetchSettings, plan_source
 from tests.conftest import KAGGLE_HEADER, kaggle_row
 
 USER, KEY = "ada", "5e3c-very-secret-key-77"

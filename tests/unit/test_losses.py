@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from facekeys.losses import masked_loss, nme_per_sample
+from facekeys.model.losses import masked_loss, nme_per_sample
 
 
 @pytest.mark.parametrize("kind", ["mse", "smooth_l1", "wing"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facekeys.metrics import auc_at, ced_curve, nme_per_image, rmse, score
+from facekeys.evaluation.metrics import auc_at, ced_curve, nme_per_image, rmse, score
 
 
 def shapes_68(errors_px: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +82,7 @@ def test_a_nan_prediction_where_no_label_exists_does_not_count():
 
 
 def test_the_paired_bootstrap_tells_a_real_gain_from_noise():
-    from facekeys.metrics import gate_metric_function, paired_bootstrap_gain
+    from facekeys.evaluation.metrics import gate_metric_function, paired_bootstrap_gain
 
     rng = np.random.default_rng(0)
     pred, target = shapes_68([2.0] * 40)

@@ -8,7 +8,7 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-from facekeys.mlflow_stores import mlflow_uris  # noqa: E402
+from facekeys.tracking.stores import mlflow_uris  # noqa: E402
 
 
 def test_the_uris_hold_inside_the_block_and_are_restored_after(tmp_path, monkeypatch):

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facekeys import data_check, dvc_output, run_report
-from facekeys import orchestration as orch
+from facekeys.data.fetch import fetch_dataset
+from facekeys.data.source_fingerprint import fingerprints_differ, source_fingerprint
 from facekeys.errors import FacekeysError
-from facekeys.fetch import fetch_dataset
-from facekeys.source_fingerprint import fingerprints_differ, source_fingerprint
+from facekeys.orchestration import data_check, dvc_output, run_report
+from facekeys.orchestration import decisions as orch
 from tests.conftest import REPO
 from tests.tinyproject import free_port, orchestrate
 from tests.unit.test_fetch import make_youtube_folder, serve, zip_folder
@@ -349,8 +349,8 @@ def test_a_bad_cron_stops_start_before_anything_starts(tmp_path):
 
 
 def test_a_derived_source_changes_when_the_set_it_is_made_from_changes(tmp_path, monkeypatch):
-    from facekeys.fetch import fetch_planned
-    from facekeys.source_plan import FetchSettings, plan_source
+    from facekeys.data.fetch import fetch_planned
+    from facekeys.data.source_plan import FetchSettings, plan_source
     from tests.unit.test_derive import make_68_set
 
     for name in ("FACEKEYS_SOURCE_YOUTUBE_FACES_68", "FACEKEYS_SOURCE_KAGGLE_15"):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from facekeys.data.keypoint_formats import KAGGLE15
+from facekeys.data.validate import ValidationSettings, validate_csv
 from facekeys.errors import DataUnusableError
-from facekeys.schemes import KAGGLE15
-from facekeys.validate import ValidationSettings, validate_csv
 from tests.conftest import KAGGLE_HEADER, kaggle_row, write_csv
 
 LENIENT = ValidationSettings(max_quarantine_fraction=1.0, data_docs=False)

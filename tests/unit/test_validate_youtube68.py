@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facekeys.data.keypoint_formats import YOUTUBE68
+from facekeys.data.validate import ValidationSettings, validate_csv
 from facekeys.errors import DataUnusableError
-from facekeys.schemes import YOUTUBE68
-from facekeys.validate import ValidationSettings, validate_csv
 from tests.conftest import HEADER68, face_points_68, jpeg_bytes, png_bytes, row68, write_csv
 
 LENIENT = ValidationSettings(max_quarantine_fraction=1.0, data_docs=False)

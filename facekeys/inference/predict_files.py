@@ -1,0 +1,289 @@
+"""``facekeys predict`` on files: image folders and files in, the prediction CSV and its errors
+CSV out, written together.
+
+Inputs are listed (``list_inputs``), outputs checked before any image is read
+(``check_outputs``), images predicted in batches through ``facekeys.inference.predictor`` (whole
+images or detected faces), and both CSVs written at once (``write_files_together``). The ``name``
+column holds an image's name relative to the folder given, or a file's path as given.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from facekeys.data.atomic_files import check_writable, write_files_together
+from facekeys.data.images import ImageLimits, ImageProblem, load_image
+from facekeys.errors import FacekeysError
+from facekeys.inference.predictor import KeypointPredictor, prediction_columns
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+FACE_COLUMNS = ["face", "face_x", "face_y", "face_w", "face_h"]
+
+
+class InputImage(NamedTuple):
+    """One image to predict.
+
+    Attributes:
+        folder: The folder ``name`` is loaded from (``load_image`` refuses paths leaving it).
+        name: The file name inside ``folder``.
+        shown: The ``name`` column of the CSVs: ``name`` for an image of a folder given, the
+            path as given for a file given by path.
+    """
+
+    folder: str
+    name: str
+    shown: str
+
+
+def list_inputs(inputs: list[str]) -> list[InputImage]:
+    """One ``InputImage`` per image: a folder contributes its image files (sorted, not
+    recursive; symlinks leaving it are refused later, by ``load_image``), a file itself."""
+    found: list[InputImage] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            names = sorted(p.name for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found += [InputImage(str(path), name, name) for name in names]
+        elif path.exists() or path.is_symlink():
+            found.append(InputImage(str(path.parent), path.name, item))
+        else:
+            raise FacekeysError(f"{item}: no such file or folder")
+    if not found:
+        raise FacekeysError(f"no images in {', '.join(inputs)} (suffixes {IMAGE_SUFFIXES})")
+    return found
+
+
+def errors_path_for(out_csv: str | os.PathLike[str]) -> Path:
+    """The default errors file of a prediction CSV: ``<stem>.errors.csv`` beside it."""
+    out = Path(out_csv)
+    return out.with_name(f"{out.stem}.errors.csv")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    # samefile sees through links and hard links; realpath covers files not there yet.
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(
+    out_csv: str | os.PathLike[str],
+    errors_csv: str | os.PathLike[str],
+    items: list[InputImage] | None = None,
+) -> None:
+    """Refuses outputs that would destroy something, before any image is predicted.
+
+    Both must be ``.csv`` files, different from each other and from every input image (``items``
+    as ``list_inputs`` returns them), in folders that can be written now.
+
+    Raises:
+        FacekeysError: One line naming the output and the problem.
+    """
+    out, errors = Path(out_csv), Path(errors_csv)
+    for path, option in ((out, "--out"), (errors, "--errors")):
+        if path.suffix.lower() != ".csv":
+            raise FacekeysError(f"{path}: {option} must name a .csv file")
+    if _same_file(out, errors):
+        raise FacekeysError(f"{out}: --out and --errors are the same file")
+    for item in items or []:
+        image = Path(item.folder) / item.name
+        for path, option in ((out, "--out"), (errors, "--errors")):
+            if _same_file(path, image):
+                raise FacekeysError(f"{path}: {option} is one of the input images")
+    check_writable(out)
+    check_writable(errors)
+
+
+class _ProgressLines:
+    """Progress for logs: where stderr is no terminal (tqdm's bar is off there), one line every
+    ``every`` images or ``seconds``, whichever comes first, so a long batch shows it is alive."""
+
+    def __init__(self, total: int, every: int = 100, seconds: float = 10.0) -> None:
+        import sys
+        import time
+
+        self.total, self.every, self.seconds = total, every, seconds
+        self.enabled = not sys.stderr.isatty()
+        self.start = self.last_time = time.monotonic()
+        self.done = self.last_done = 0
+
+    def update(self, count: int) -> None:
+        import sys
+        import time
+
+        self.done += count
+        now = time.monotonic()
+        crossed = self.done // self.every > self.last_done // self.every
+        if not self.enabled or self.done >= self.total:
+            return  # the command's summary line follows at the end
+        if crossed or now - self.last_time >= self.seconds:
+            rate = self.done / max(now - self.start, 1e-9)
+            print(
+                f"predict: {self.done} of {self.total} images ({100 * self.done / self.total:.0f} "
+                f"%), {rate:.1f} images/s",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.last_time, self.last_done = now, self.done
+
+
+@dataclass
+class _Table:
+    """What a run has produced so far: prediction rows, error rows and counts."""
+
+    rows: list[list[str]] = field(default_factory=list)
+    errors: list[list[str]] = field(default_factory=list)
+    done: int = 0
+    no_face: int = 0
+
+
+def predict_files(
+    predictor: KeypointPredictor,
+    inputs: list[str],
+    out_csv: str | os.PathLike[str],
+    errors_csv: str | os.PathLike[str],
+    batch_size: int = 32,
+    detect: str = "none",
+    progress_every: int = 100,
+) -> tuple[int, int, int]:
+    """Predicts every image of ``inputs`` into ``out_csv``.
+
+    ``detect="none"``: each whole image is the face (the data sets' images are face crops), one
+    row per image. ``detect="haar"``: faces are found with the model's calibrated detector, one
+    row per face with its index (largest first) and detector box (``FACE_COLUMNS``) after the
+    keypoints; an image without a face is listed in ``errors_csv`` as ``no_face_found``.
+    The ``name`` column of both files is relative to the folder given, or a file's path as
+    given (``InputImage.shown``).
+
+    A bad image (unreadable, too large, unsafe path, ...) goes to ``errors_csv`` with its reason
+    and the others are still predicted. ``errors_csv`` is always written, with its header only
+    where no image failed, so that it never lists the failures of an earlier run. Both files are
+    written together (``write_files_together``): either both are this run's or, where writing
+    fails, both are as they were. Where stderr is not a terminal a progress line is printed
+    every ``progress_every`` images (or 10 s).
+
+    Returns:
+        ``(images predicted, images failed, images without a face)``.
+
+    Raises:
+        FacekeysError: Unusable outputs (see ``check_outputs``), checked before any image is
+            read; a write that fails at the end (full disk) in one line, nothing changed.
+    """
+    if detect not in ("none", "haar"):
+        raise FacekeysError(f"--detect must be none or haar, not {detect!r}")
+    if detect == "haar":
+        predictor.require_detector()  # before reading any image
+    items = list_inputs(inputs)
+    check_outputs(out_csv, errors_csv, items)
+    columns = prediction_columns(predictor.card["format"])
+    table = _predict_items(predictor, items, batch_size, detect, progress_every)
+    header = ["name", *columns, *(FACE_COLUMNS if detect == "haar" else [])]
+    _write_tables(out_csv, errors_csv, header, table)
+    return table.done, len(table.errors) - table.no_face, table.no_face
+
+
+def _predict_items(
+    predictor: KeypointPredictor,
+    items: list[InputImage],
+    batch_size: int,
+    detect: str,
+    progress_every: int,
+) -> _Table:
+    """Loads and predicts ``items`` in batches, with a progress bar (terminal) or lines (logs)."""
+    import sys
+
+    from tqdm import tqdm
+
+    table = _Table()
+    bar = tqdm(total=len(items), desc="predict", unit="img", disable=None, file=sys.stderr)
+    progress = _ProgressLines(len(items), progress_every)
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        names, images = _load_batch(batch, table)
+        if detect == "haar":
+            _predict_faces(predictor, names, images, table)
+        else:
+            _predict_whole_images(predictor, names, images, table)
+        bar.update(len(batch))
+        progress.update(len(batch))
+    bar.close()
+    return table
+
+
+def _load_batch(batch: list[InputImage], table: _Table) -> tuple[list[str], list[np.ndarray]]:
+    """The shown names and decoded images of ``batch``; images that cannot be used go to the
+    errors with their reason."""
+    names, images = [], []
+    for item in batch:
+        try:
+            images.append(load_image(item.folder, item.name, ImageLimits()))
+            names.append(item.shown)
+        except ImageProblem as problem:
+            table.errors.append([item.shown, problem.code, problem.detail])
+    return names, images
+
+
+def _predict_whole_images(
+    predictor: KeypointPredictor, names: list[str], images: list[np.ndarray], table: _Table
+) -> None:
+    """One row per image: the whole image is the face (the data sets' face crops)."""
+    if not images:
+        return
+    points = predictor.to_label_convention(predictor.predict(images))
+    for name, pts in zip(names, points, strict=True):
+        table.rows.append([name, *(f"{v:.3f}" for v in pts.reshape(-1))])
+    table.done += len(images)
+
+
+def _predict_faces(
+    predictor: KeypointPredictor, names: list[str], images: list[np.ndarray], table: _Table
+) -> None:
+    """One row per detected face, with its index and detector box; an image without a face is
+    listed in the errors as ``no_face_found``."""
+    for name, image in zip(names, images, strict=True):
+        boxes, points = predictor.predict_faces(image)
+        if not boxes:
+            table.errors.append([name, "no_face_found", "the face detector found no face"])
+            table.no_face += 1
+            continue
+        points = predictor.to_label_convention(points)
+        for face, (box, pts) in enumerate(zip(boxes, points, strict=True)):
+            coords = (f"{v:.3f}" for v in pts.reshape(-1))
+            table.rows.append([name, *coords, str(face), *(f"{v:.1f}" for v in box)])
+        table.done += 1
+
+
+def _write_tables(
+    out_csv: str | os.PathLike[str],
+    errors_csv: str | os.PathLike[str],
+    header: list[str],
+    table: _Table,
+) -> None:
+    """Writes the predictions and the errors together: both this run's, or both unchanged."""
+    import csv
+
+    def write_predictions(handle: Any) -> None:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(table.rows)
+
+    def write_errors(handle: Any) -> None:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "reason", "detail"])
+        writer.writerows(table.errors)
+
+    write_files_together(
+        [(out_csv, write_predictions), (errors_csv, write_errors)],
+        "w",
+        encoding="utf-8",
+        newline="",
+    )

@@ -1,0 +1,280 @@
+"""The one prediction path: decoded image (+ optional face box) -> keypoints in image pixels.
+
+Used by the benchmark, the evaluate stage, ``facekeys predict`` and the MLflow model, so every
+consumer crops exactly as the model was trained. A model folder holds a first-stage model
+(``model.pt`` + ``model.json``, crop around the face box or the whole image) and, optionally, a
+refinement model in ``refine/`` that re-crops around the first stage's keypoints at a higher face
+resolution and predicts again. Crop policies come from the model cards, never from the caller.
+
+Coordinates: pixel centres on integers inside this module; ``to_label_convention`` shifts them by
+the data set's ``label_pixel_offset`` to compare with (or write as) the source CSVs.
+
+Loading a model from a spec (folder, export, ``.onnx``, MLflow URI) is
+``facekeys.tracking.model_specs``; predicting folders of image files into CSVs is
+``facekeys.inference.predict_files``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facekeys.data.crop_geometry import (
+    CropPolicy,
+    apply_to_points,
+    keypoint_box,
+    square_crop_matrix,
+    warp,
+    whole_image_matrix,
+)
+from facekeys.inference.model_file_checks import check_card, torch_load_reason
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class StageModel:
+    """One network and the card that says how to feed it."""
+
+    model: Any  # torch module, TorchScript module or onnxruntime session (see run_network)
+    card: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return int(self.card["input"]["size"])
+
+    @property
+    def color(self) -> str:
+        return str(self.card["input"].get("color", "gray"))
+
+    @property
+    def policy(self) -> dict[str, Any]:
+        return dict(self.card["crop_policy"])
+
+    def crop_matrix(self, image_shape: tuple[int, ...], box: Box | None) -> np.ndarray:
+        """Original pixels -> model input, per the crop policy of the card."""
+        policy = self.policy
+        margin = float(policy.get("margin", 0.0))
+        if box is None:
+            height, width = image_shape[:2]
+            return whole_image_matrix(width, height, CropPolicy(size=self.size, margin=margin))
+        return square_crop_matrix(box, self.size, margin)
+
+    def normalise(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 ``(N, S, S)`` / ``(N, S, S, 3)`` crops -> float32 NCHW network input."""
+        scale, mean, std = (float(self.card["input"][k]) for k in ("scale", "mean", "std"))
+        x = crops[:, None] if crops.ndim == 3 else crops.transpose(0, 3, 1, 2)
+        # Same operations, in the same order and precision, as training's prepare_batch.
+        x = x.astype(np.float32) / np.float32(round(1 / scale))
+        return np.ascontiguousarray((x - np.float32(mean)) / np.float32(std))
+
+    def predict_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """uint8 crops -> ``(N, P, 2)`` keypoints in input pixels."""
+        out = []
+        for start in range(0, len(crops), batch_size):
+            x = self.normalise(crops[start : start + batch_size])
+            out.append(run_network(self.model, x) * self.size)
+        if not out:
+            return np.zeros((0, len(self.card["keypoints"]["names"]), 2), np.float32)
+        return np.concatenate(out)
+
+
+def load_stage(folder: str | os.PathLike[str]) -> StageModel:
+    """One network of a model folder: ``folder/model.json`` (checked) and ``folder/model.pt``.
+
+    Raises:
+        FacekeysError: One line naming the file that cannot be used and why.
+    """
+    from facekeys.errors import FacekeysError
+    from facekeys.model.checkpoints import load_model
+
+    folder = Path(folder)
+    card_path, weights = folder / "model.json", folder / "model.pt"
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise FacekeysError(f"{card_path}: cannot read the model card: {reason}") from None
+    except json.JSONDecodeError as exc:
+        raise FacekeysError(f"{card_path}: not valid JSON: {exc}") from None
+    check_card(card, card_path)
+    try:
+        size = weights.stat().st_size
+    except OSError as exc:
+        raise FacekeysError(f"{weights}: cannot read: {exc.strerror}") from None
+    if size == 0:
+        raise FacekeysError(f"{weights}: empty file (0 bytes); train or copy the model again")
+    try:
+        model, card = load_model(folder)
+    except OSError as exc:
+        raise FacekeysError(f"{exc.filename or weights}: cannot read: {exc.strerror}") from None
+    except (pickle.UnpicklingError, EOFError) as exc:
+        raise FacekeysError(f"{weights}: {torch_load_reason(exc)}") from None
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "state_dict" in first:  # the weights are of another network than the card describes
+            raise FacekeysError(f"{weights}: does not fit {card_path}: {first}") from None
+        raise FacekeysError(f"{weights}: {torch_load_reason(exc)}") from None
+    except (ValueError, KeyError, TypeError) as exc:  # the card names no buildable network
+        raise FacekeysError(f"{card_path}: cannot build the network: {exc}") from None
+    return StageModel(model, card)
+
+
+def run_network(network: Any, x: np.ndarray) -> np.ndarray:
+    """Runs a torch module, a TorchScript module or an ONNX Runtime session on float32 NCHW."""
+    if hasattr(network, "get_inputs"):  # onnxruntime.InferenceSession
+        return network.run(None, {network.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        return network(torch.from_numpy(x)).float().numpy()
+
+
+def onnx_session(path: str | os.PathLike[str], threads: int = 0) -> Any:
+    """An ONNX Runtime CPU session that does not spin (torch may share the cores)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+
+
+class KeypointPredictor:
+    """First stage and optional refinement stage of a trained model folder."""
+
+    def __init__(self, first: StageModel, refine: StageModel | None = None) -> None:
+        self.first = first
+        self.refine = refine
+
+    @classmethod
+    def from_dir(cls, model_dir: str | os.PathLike[str]) -> KeypointPredictor:
+        """Loads ``model_dir/model.pt`` and, where present, ``model_dir/refine/model.pt``.
+
+        Raises:
+            FacekeysError: One line naming the file that cannot be used (an empty or corrupt
+                ``model.pt``, one that needs Python objects to load, a ``model.json`` that is
+                not JSON or has wrong types).
+        """
+        model_dir = Path(model_dir)
+        first = load_stage(model_dir)
+        refine = None
+        if (model_dir / "refine" / "model.pt").is_file():
+            refine = load_stage(model_dir / "refine")
+        return cls(first, refine)
+
+    @property
+    def card(self) -> dict[str, Any]:
+        return self.first.card
+
+    @property
+    def keypoint_names(self) -> list[str]:
+        return list(self.first.card["keypoints"]["names"])
+
+    @property
+    def label_pixel_offset(self) -> float:
+        return float(self.first.card.get("label_pixel_offset", 0.0))
+
+    @property
+    def detector(self) -> Any:
+        """The ``DetectorFraming`` of the first network's crop policy, or None (not calibrated)."""
+        from facekeys.inference.detectors import DetectorFraming
+
+        data = self.first.policy.get("detector")
+        return DetectorFraming.from_dict(data) if data else None
+
+    def require_detector(self) -> Any:
+        """The ``DetectorFraming`` of the crop policy.
+
+        Raises:
+            FacekeysError: The model carries no detector calibration.
+        """
+        from facekeys.errors import FacekeysError
+
+        framing = self.detector
+        if framing is None:
+            raise FacekeysError(
+                "the model has no face detector calibration (crop_policy.detector in its "
+                "model.json; rerun the augment and train stages); use --detect none"
+            )
+        return framing
+
+    def predict_faces(self, image: np.ndarray) -> tuple[list[Box], np.ndarray]:
+        """Finds faces with the model's calibrated detector and predicts each one.
+
+        Returns:
+            Detector boxes ``(x, y, w, h)`` (largest first) and keypoints ``(faces, P, 2)`` in
+            original pixels.
+
+        Raises:
+            FacekeysError: The model carries no detector calibration.
+        """
+        from facekeys.data.images import to_model_color
+        from facekeys.inference.detectors import detect_faces
+
+        framing = self.require_detector()
+
+        boxes = detect_faces(image, framing.settings)
+        frames: list[Box | None] = [framing.frame_box(box) for box in boxes]
+        if self.refine is None or self.refine.color == self.first.color:
+            image = to_model_color(image, self.first.color)  # once per photo, not per face
+        return boxes, self.predict([image] * len(boxes), frames)
+
+    def predict(
+        self, images: list[np.ndarray], boxes: list[Box | None] | None = None
+    ) -> np.ndarray:
+        """Keypoints ``(N, P, 2)`` in original pixels (centres on integers) of each image.
+
+        Args:
+            images: Decoded images, uint8 gray / BGR / BGRA (as OpenCV reads them).
+            boxes: Face box ``(x, y, w, h)`` per image, or None for the whole image.
+        """
+        from facekeys.data.images import to_model_color
+
+        boxes = boxes if boxes is not None else [None] * len(images)
+        points = self._run(self.first, images, boxes, to_model_color)
+        if self.refine is not None:
+            refine_boxes: list[Box | None] = [keypoint_box(p) for p in points]
+            points = self._run(self.refine, images, refine_boxes, to_model_color)
+        return points
+
+    def _run(self, stage: StageModel, images, boxes, to_color) -> np.ndarray:
+        pad = int(stage.policy.get("pad_value", 0))
+        matrices, crops = [], []
+        for image, box in zip(images, boxes, strict=True):
+            matrix = stage.crop_matrix(image.shape, box)
+            matrices.append(matrix)
+            crops.append(warp(to_color(image, stage.color), matrix, stage.size, pad))
+        if not crops:
+            return np.zeros((0, len(stage.card["keypoints"]["names"]), 2), np.float32)
+        predicted = stage.predict_crops(np.stack(crops))
+        return np.stack(
+            [apply_to_points(np.linalg.inv(m), p) for m, p in zip(matrices, predicted, strict=True)]
+        ) if crops else predicted.astype(np.float32)  # fmt: skip
+
+    def to_label_convention(self, points: np.ndarray) -> np.ndarray:
+        """Pixel-centre coordinates -> the data set's label convention (adds the offset)."""
+        return points + self.label_pixel_offset
+
+
+def read_card(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The first-stage model card of a model folder."""
+    return json.loads((Path(model_dir) / "model.json").read_text(encoding="utf-8"))
+
+
+def prediction_columns(fmt_name: str) -> list[str]:
+    """Coordinate columns of a prediction CSV, in the data set's own layout: ``x0, y0, ...``
+    for the 68-point format, Kaggle's named columns (``left_eye_center_x``, ...) for 15 points."""
+    from facekeys.data.keypoint_formats import FORMATS
+
+    fmt = FORMATS[fmt_name]
+    if fmt.has_image_column:
+        return fmt.coordinate_columns()
+    return [f"{axis}{i}" for i in range(fmt.num_points) for axis in ("x", "y")]
