@@ -44,8 +44,8 @@ def augment_dataset(
         out_dir: Output folder, replaced atomically.
         settings: The augment params.
         log: Receives human-readable lines.
-        data_source: Which data this is (``facekeys.data.dataset_layout.describe_source``), recorded in
-            ``meta.json`` and from there in the model card and the MLflow run.
+        data_source: Which data this is (``facekeys.data.dataset_layout.describe_source``),
+            recorded in ``meta.json`` and from there in the model card and the MLflow run.
 
     Returns:
         The metadata written to ``meta.json``. Its ``crop_policy`` has no ``detector`` yet: the
