@@ -28,11 +28,11 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         report: the evaluation report (eval.json's content).
 
     Returns:
-        Short keys: ``test_nme``, ``test_rmse_px`` and, where the data set names people,
-        ``new_nme``.
+        Short keys: ``test_nme``, ``rmse_px`` (on the test split) and, where the data set names
+        people, ``new_nme``.
     """
     test = report.get("test") or {}
-    numbers = {"test_nme": test.get("nme_mean"), "test_rmse_px": test.get("rmse_px")}
+    numbers = {"test_nme": test.get("nme_mean"), "rmse_px": test.get("rmse_px")}
     if "new_people" in report:
         numbers["new_nme"] = (report.get("new_people") or {}).get("nme_mean")
     return numbers

@@ -27,14 +27,9 @@ from facekeys.tracking.stores import (
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers DVC's tables show for this stage (train.json keeps the rest): the best
-    selection NME, the epochs run and the minutes of training."""
-    seconds = summary.get("train_seconds_total")
-    return {
-        "selection_nme": summary.get("best_val_nme"),
-        "epochs": summary.get("epochs_run"),
-        "minutes": round(seconds / 60, 1) if isinstance(seconds, int | float) else None,
-    }
+    """The number DVC's tables show for this stage (train.json keeps the rest): the best epoch's
+    NME on the selection split, the one that chose it."""
+    return {"selection_nme": summary.get("best_val_nme")}
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
