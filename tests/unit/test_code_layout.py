@@ -22,6 +22,7 @@ LAYERS = (
     "evaluation",
     "export",
     "tracking",
+    "wild",  # faces in the wild: filters on photos (and video)
     "orchestration",
     "entry points",  # facekeys/cli.py, facekeys/stage_runner.py
 )
