@@ -74,9 +74,8 @@ def calibrate_detector(
     Returns:
         ``DetectorFraming.to_dict()``, or None where the detector found too few faces.
     """
-    rng = np.random.default_rng(detector.seed)
-    count = min(detector.calibration_images, len(train_idx))
-    chosen = np.sort(rng.choice(train_idx, count, replace=False)) if count else train_idx
+    chosen = _sample(train_idx, detector.calibration_images, detector.seed)
+    count = len(chosen)
     framing = calibrate(_trained_squares(rows, chosen, settings), detector)
     if framing is None:
         log(
@@ -101,9 +100,8 @@ def calibrate_yuface(
 ) -> dict[str, Any] | None:
     """Measures where this framing lies in the frame of YuNet's five landmarks (see
     facekeys.inference.landmark_detector), like ``calibrate_detector`` for Haar."""
-    rng = np.random.default_rng(yuface.seed)
-    count = min(yuface.calibration_images, len(train_idx))
-    chosen = np.sort(rng.choice(train_idx, count, replace=False)) if count else train_idx
+    chosen = _sample(train_idx, yuface.calibration_images, yuface.seed)
+    count = len(chosen)
     framing = calibrate_landmarks(_trained_squares(rows, chosen, settings), yuface)
     if framing is None:
         log(
@@ -117,6 +115,14 @@ def calibrate_yuface(
         f"distances / 2, centre ({framing.centre_x:+.3f}, {framing.centre_y:+.3f})"
     )
     return framing.to_dict()
+
+
+def _sample(train_idx: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """A seeded sample of ``count`` training rows (all where there are fewer), in row order."""
+    count = min(count, len(train_idx))
+    if not count:
+        return train_idx
+    return np.sort(np.random.default_rng(seed).choice(train_idx, count, replace=False))
 
 
 def _trained_squares(
