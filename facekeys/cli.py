@@ -140,13 +140,16 @@ Predict keypoints on images with a trained model folder (models/<dataset>: the f
 where trained, the refinement model in refine/). Ground truth is never read.
 
 --detect none (default): each whole image is the face, as in the data sets (their images are
-face crops). --detect haar: faces are found with OpenCV's Haar cascade and each is cropped the
-way the model's training images were framed (the calibration stored in the model card).
+face crops). --detect auto|yuface|haar: faces are found first (photos) and each is cropped the
+way the model's training images were framed (the calibrations stored in the model card).
+yuface (YuNet) finds turned (up to about 30 degrees), small and off-centre faces and turns each
+crop upright by the eyes it finds; haar (OpenCV) finds upright frontal faces; auto takes yuface
+where the model is calibrated for it, else haar.
 
 Writes OUT (CSV in the data set's own layout, original image pixels, the data set's label
 convention): name, x0, y0, ..., x67, y67 for 68 points; name + Kaggle's named columns for 15.
 name is the image's name inside the folder given, or the path of a file as given.
-With --detect haar: one row per face, then face (0 = largest), face_x, face_y, face_w, face_h
+With a detector: one row per face, then face (0 = largest), face_x, face_y, face_w, face_h
 (the detector box). Images that cannot be used go to OUT's sibling <stem>.errors.csv (name,
 reason, detail); the others are still predicted, and the exit status is then 1. Images without
 a face are listed there too (reason no_face_found) but do not change the exit status. The errors
@@ -155,7 +158,7 @@ same run. OUT and the errors file must be .csv files, different from each other 
 input. Without a terminal, a progress line is printed every 100 images (or 10 s).
 
 Example:
-  facekeys predict ../shared/data/sample-images/obamas.jpg --detect haar \
+  facekeys predict ../shared/data/sample-images/obamas.jpg --detect auto \
       --model models/youtube-faces-68 --out faces.csv""",
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGES_DIR_OR_FILES", help="folders or images")
@@ -171,9 +174,10 @@ Example:
     p.add_argument("--errors", help="errors CSV (default: <out stem>.errors.csv beside OUT)")
     p.add_argument(
         "--detect",
-        choices=("none", "haar"),
+        choices=("none", "auto", "yuface", "haar"),
         default="none",
-        help="none: the whole image is the face (face crops); haar: find faces first (photos)",
+        help="none: the whole image is the face (face crops); auto, yuface, haar: find faces "
+        "first (photos; auto: yuface where calibrated, else haar)",
     )
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
     p.set_defaults(run=_run_predict)
@@ -194,7 +198,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     predictor = load_any_model(args.model)
     done, failed, no_face = predict_files(predictor, args.inputs, out, errors, detect=args.detect)
-    faces = f"; {no_face} without a face" if args.detect == "haar" else ""
+    faces = f"; {no_face} without a face" if args.detect != "none" else ""
     print(f"{out}: {done} images predicted; {failed} failed{faces} (see {errors})", file=sys.stderr)
     return EXIT_USER_ERROR if failed else 0
 

@@ -1,7 +1,7 @@
 """DVC stage augment@<dataset>: validated rows -> data/augmented/<dataset>/{train,val,test}.npz,
 meta.json and preview.png; with augment.refine.<dataset> set, the same under refine/ with crops
 around the labelled keypoints. The first network's crop policy also records how its framing lies
-around Haar face boxes (augment.detector), for photos."""
+around each photo face detector's output (augment.detector: Haar; augment.yuface: YuNet)."""
 
 import json
 import sys
@@ -13,6 +13,7 @@ from facekeys.augment.settings import AugmentSettings
 from facekeys.data.dataset_layout import DATASETS, describe_source
 from facekeys.inference.detector_calibration import add_detector_framing
 from facekeys.inference.detectors import DetectorSettings
+from facekeys.inference.landmark_detector import YuFaceSettings
 from facekeys.stage_runner import dataset_arg, run_stage
 
 
@@ -30,9 +31,10 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     source = describe_source(json.loads((raw / "manifest.json").read_text(encoding="utf-8")))
     settings = AugmentSettings.from_params(section, dataset)
     detector = DetectorSettings.from_params(section.get("detector"))
+    yuface = YuFaceSettings.from_params(section.get("yuface"))
     augment_dataset(layout.format, splits, out_dir, settings, log=log, data_source=source)
     # Calibrates photo face detection against the first network's framing (model card).
-    add_detector_framing(layout.format, splits, out_dir, settings, detector, log)
+    add_detector_framing(layout.format, splits, out_dir, settings, detector, log, yuface)
     refine = AugmentSettings.refine_from_params(section, dataset)
     if refine is not None:
         # Crops around the labelled keypoints for the refinement model (see

@@ -59,6 +59,7 @@ class AugmentSettings:
         params = dict(params)
         params.pop("refine", None)
         params.pop("detector", None)  # read by facekeys.inference.detectors.DetectorSettings
+        params.pop("yuface", None)  # read by facekeys.inference.landmark_detector
         for key in ("image_size", "label_pixel_offset"):
             value = params.get(key)
             if isinstance(value, dict):

@@ -60,6 +60,49 @@ def square_crop_matrix(
     )
 
 
+@dataclass(frozen=True)
+class FaceSquare:
+    """A square around a face that may be turned: centre (pixel-centre coordinates), side, and
+    the angle (radians) that turns the image so the face stands upright (the crop applies it)."""
+
+    centre_x: float
+    centre_y: float
+    side: float
+    angle: float = 0.0
+
+
+def face_square_matrix(square: FaceSquare, size: int, margin: float = 0.0) -> np.ndarray:
+    """Affine map (3x3) from image pixels into a ``size`` square: ``square`` turned by its angle
+    and widened by ``margin`` of its side on each side. At angle 0 it is the map
+    ``square_crop_matrix`` gives for the same square."""
+    scale = size / (square.side * (1.0 + 2.0 * margin))
+    cos, sin = scale * np.cos(square.angle), scale * np.sin(square.angle)
+    half = (size - 1) / 2.0
+    cx, cy = square.centre_x, square.centre_y
+    return np.array(
+        [
+            [cos, -sin, half - cos * cx + sin * cy],
+            [sin, cos, half - sin * cx - cos * cy],
+            [0.0, 0.0, 1.0],
+        ]
+    )
+
+
+def upright_keypoint_square(points: np.ndarray, angle: float) -> FaceSquare:
+    """The square around ``(P, 2)`` points (NaN ignored) seen turned by ``angle``: what
+    ``keypoint_box`` is for an upright face, measured in the turned frame."""
+    present = points[~np.isnan(points).any(axis=1)]
+    if len(present) < 2:
+        raise ValueError("a keypoint square needs at least two points")
+    cos, sin = np.cos(angle), np.sin(angle)
+    turned = present @ np.array([[cos, sin], [-sin, cos]])
+    low, high = turned.min(axis=0), turned.max(axis=0)
+    side = max(float(high[0] - low[0]), float(high[1] - low[1]), 1.0)
+    mid = (low + high) / 2.0
+    centre = mid @ np.array([[cos, -sin], [sin, cos]])
+    return FaceSquare(float(centre[0]), float(centre[1]), side, float(angle))
+
+
 def keypoint_box(points: np.ndarray) -> tuple[float, float, float, float]:
     """The ``(x, y, width, height)`` box spanned by ``(P, 2)`` pixel-centre points (NaN ignored),
     in the edge convention of ``square_crop_matrix`` (its centre is the points' box centre)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 KAGGLE_POINTS: tuple[str, ...] = (
     "left_eye_center",
     "right_eye_center",
@@ -163,3 +165,29 @@ def point_side(fmt: str, index: int) -> str:
     if FLIP_PERMUTATION[fmt][index] == index:
         return "center"
     return "right" if index in SUBJECT_RIGHT[fmt] else "left"
+
+
+def eye_groups(point_names: list[str] | tuple[str, ...]) -> tuple[list[int], list[int]] | None:
+    """Indices of the points of the eye on the image's left and of the one on its right, for the
+    two layouts: iBUG 68 (points 36-41 are the subject's right eye, on the image's left) and
+    Kaggle 15 (``left_eye_center`` is the subject's left eye, on the image's right); None for a
+    layout without eyes."""
+    names = list(point_names)
+    if names == list(YOUTUBE68.point_names):
+        return list(range(36, 42)), list(range(42, 48))
+    if "left_eye_center" in names and "right_eye_center" in names:
+        return [names.index("right_eye_center")], [names.index("left_eye_center")]
+    return None
+
+
+def upright_angle(points: np.ndarray, point_names: list[str] | tuple[str, ...]) -> float | None:
+    """The angle (radians) that turns ``(P, 2)`` points so their eye line is level, image-left
+    eye on the left; None without both eyes."""
+    groups = eye_groups(point_names)
+    if groups is None:
+        return None
+    left, right = (np.nanmean(points[idx], axis=0) for idx in groups)
+    dx, dy = right - left
+    if not np.isfinite([dx, dy]).all() or dx == dy == 0:
+        return None
+    return float(-np.arctan2(dy, dx))

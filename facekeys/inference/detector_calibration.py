@@ -1,5 +1,6 @@
-"""The augment stage's detector calibration: where the first network's framing lies around Haar
-face boxes, measured on training images and added to ``meta.json`` (``crop_policy.detector``).
+"""The augment stage's detector calibration: where the first network's framing lies around each
+photo face detector's output, measured on training images and added to ``meta.json``
+(``crop_policy.detector`` for Haar boxes, ``crop_policy.yuface`` for YuNet's five landmarks).
 
 It runs after ``facekeys.augment.dataset.augment_dataset`` has written the data, on the same
 training rows (the same held-out split), so that augmentation does not depend on face detection;
@@ -24,6 +25,7 @@ from facekeys.data.images import ImageLimits, load_image
 from facekeys.data.keypoint_formats import FORMATS
 from facekeys.data.labelled_splits import SplitRows, read_split
 from facekeys.inference.detectors import DetectorSettings, calibrate
+from facekeys.inference.landmark_detector import YuFaceSettings, calibrate_landmarks
 
 
 def add_detector_framing(
@@ -33,11 +35,12 @@ def add_detector_framing(
     settings: AugmentSettings,
     detector: DetectorSettings,
     log: Any,
+    yuface: YuFaceSettings | None = None,
 ) -> None:
-    """Calibrates ``detector`` against the framing of ``out_dir`` (written by ``augment_dataset``
-    with the same arguments) and records the result, or null where too few faces were found, as
-    ``crop_policy.detector`` in its ``meta.json``. Keypoint crops (refinement) have no detector
-    framing: nothing is done for them.
+    """Calibrates ``detector`` (Haar) and ``yuface`` against the framing of ``out_dir`` (written
+    by ``augment_dataset`` with the same arguments) and records each result, or null where too
+    few faces were found, as ``crop_policy.detector`` and ``crop_policy.yuface`` in its
+    ``meta.json``. Keypoint crops (refinement) have no detector framing: nothing is done for them.
     """
     if settings.face_box != "whole_image":
         return
@@ -47,6 +50,8 @@ def add_detector_framing(
     meta_path = Path(out_dir) / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta["crop_policy"]["detector"] = framing
+    if yuface is not None:
+        meta["crop_policy"]["yuface"] = calibrate_yuface(training, train_idx, settings, yuface, log)
     write_json(meta_path, meta)
 
 
@@ -69,9 +74,8 @@ def calibrate_detector(
     Returns:
         ``DetectorFraming.to_dict()``, or None where the detector found too few faces.
     """
-    rng = np.random.default_rng(detector.seed)
-    count = min(detector.calibration_images, len(train_idx))
-    chosen = np.sort(rng.choice(train_idx, count, replace=False)) if count else train_idx
+    chosen = _sample(train_idx, detector.calibration_images, detector.seed)
+    count = len(chosen)
     framing = calibrate(_trained_squares(rows, chosen, settings), detector)
     if framing is None:
         log(
@@ -85,6 +89,40 @@ def calibrate_detector(
         f"centre shift ({framing.centre_dx:+.3f}, {framing.centre_dy:+.3f}) widths"
     )
     return framing.to_dict()
+
+
+def calibrate_yuface(
+    rows: SplitRows,
+    train_idx: np.ndarray,
+    settings: AugmentSettings,
+    yuface: YuFaceSettings,
+    log: Any,
+) -> dict[str, Any] | None:
+    """Measures where this framing lies in the frame of YuNet's five landmarks (see
+    facekeys.inference.landmark_detector), like ``calibrate_detector`` for Haar."""
+    chosen = _sample(train_idx, yuface.calibration_images, yuface.seed)
+    count = len(chosen)
+    framing = calibrate_landmarks(_trained_squares(rows, chosen, settings), yuface)
+    if framing is None:
+        log(
+            f"detector: yuface found the labelled face in too few of {count} training images; "
+            "the model cannot be used with --detect yuface"
+        )
+        return None
+    log(
+        f"detector: yuface found the labelled face in {framing.calibrated_on} of "
+        f"{framing.searched} training images; framing square = {framing.side:.2f} eye "
+        f"distances / 2, centre ({framing.centre_x:+.3f}, {framing.centre_y:+.3f})"
+    )
+    return framing.to_dict()
+
+
+def _sample(train_idx: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """A seeded sample of ``count`` training rows (all where there are fewer), in row order."""
+    count = min(count, len(train_idx))
+    if not count:
+        return train_idx
+    return np.sort(np.random.default_rng(seed).choice(train_idx, count, replace=False))
 
 
 def _trained_squares(

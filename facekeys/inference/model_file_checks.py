@@ -31,6 +31,7 @@ _CARD_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "crop_policy.margin": ((int, float), False),
     "crop_policy.pad_value": ((int,), False),
     "crop_policy.detector": ((dict, type(None)), False),
+    "crop_policy.yuface": ((dict, type(None)), False),
     "keypoints": ((dict,), True),
     "keypoints.names": ((list,), True),
 }

@@ -158,11 +158,11 @@ def predict_files(
     """Predicts every image of ``inputs`` into ``out_csv``.
 
     ``detect="none"``: each whole image is the face (the data sets' images are face crops), one
-    row per image. ``detect="haar"``: faces are found with the model's calibrated detector, one
-    row per face with its index (largest first) and detector box (``FACE_COLUMNS``) after the
-    keypoints; an image without a face is listed in ``errors_csv`` as ``no_face_found``.
-    The ``name`` column of both files is relative to the folder given, or a file's path as
-    given (``InputImage.shown``).
+    row per image. ``detect="auto"``, ``"yuface"`` or ``"haar"``: faces are found with that
+    calibrated detector of the model (``auto``: the best one it has), one row per face with its
+    index (largest first) and detector box (``FACE_COLUMNS``) after the keypoints; an image
+    without a face is listed in ``errors_csv`` as ``no_face_found``. The ``name`` column of
+    both files is relative to the folder given, or a file's path as given (``InputImage.shown``).
 
     A bad image (unreadable, too large, unsafe path, ...) goes to ``errors_csv`` with its reason
     and the others are still predicted. ``errors_csv`` is always written, with its header only
@@ -178,15 +178,13 @@ def predict_files(
         FacekeysError: Unusable outputs (see ``check_outputs``), checked before any image is
             read; a write that fails at the end (full disk) in one line, nothing changed.
     """
-    if detect not in ("none", "haar"):
-        raise FacekeysError(f"--detect must be none or haar, not {detect!r}")
-    if detect == "haar":
-        predictor.require_detector()  # before reading any image
+    if detect != "none":
+        detect = predictor.require_detector(detect)  # before reading any image
     items = list_inputs(inputs)
     check_outputs(out_csv, errors_csv, items)
     columns = prediction_columns(predictor.card["format"])
     table = _predict_items(predictor, items, batch_size, detect, progress_every)
-    header = ["name", *columns, *(FACE_COLUMNS if detect == "haar" else [])]
+    header = ["name", *columns, *(FACE_COLUMNS if detect != "none" else [])]
     _write_tables(out_csv, errors_csv, header, table)
     return table.done, len(table.errors) - table.no_face, table.no_face
 
@@ -209,8 +207,8 @@ def _predict_items(
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
         names, images = _load_batch(batch, table)
-        if detect == "haar":
-            _predict_faces(predictor, names, images, table)
+        if detect != "none":
+            _predict_faces(predictor, names, images, table, detect)
         else:
             _predict_whole_images(predictor, names, images, table)
         bar.update(len(batch))
@@ -245,12 +243,16 @@ def _predict_whole_images(
 
 
 def _predict_faces(
-    predictor: KeypointPredictor, names: list[str], images: list[np.ndarray], table: _Table
+    predictor: KeypointPredictor,
+    names: list[str],
+    images: list[np.ndarray],
+    table: _Table,
+    detector: str,
 ) -> None:
     """One row per detected face, with its index and detector box; an image without a face is
     listed in the errors as ``no_face_found``."""
     for name, image in zip(names, images, strict=True):
-        boxes, points = predictor.predict_faces(image)
+        boxes, points = predictor.predict_faces(image, detector)
         if not boxes:
             table.errors.append([name, "no_face_found", "the face detector found no face"])
             table.no_face += 1

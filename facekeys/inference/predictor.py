@@ -28,9 +28,12 @@ import torch
 
 from facekeys.data.crop_geometry import (
     CropPolicy,
+    FaceSquare,
     apply_to_points,
+    face_square_matrix,
     keypoint_box,
     square_crop_matrix,
+    upright_keypoint_square,
     warp,
     whole_image_matrix,
 )
@@ -58,10 +61,12 @@ class StageModel:
     def policy(self) -> dict[str, Any]:
         return dict(self.card["crop_policy"])
 
-    def crop_matrix(self, image_shape: tuple[int, ...], box: Box | None) -> np.ndarray:
+    def crop_matrix(self, image_shape: tuple[int, ...], box: Box | FaceSquare | None) -> np.ndarray:
         """Original pixels -> model input, per the crop policy of the card."""
         policy = self.policy
         margin = float(policy.get("margin", 0.0))
+        if isinstance(box, FaceSquare):
+            return face_square_matrix(box, self.size, margin)
         if box is None:
             height, width = image_shape[:2]
             return whole_image_matrix(width, height, CropPolicy(size=self.size, margin=margin))
@@ -190,60 +195,77 @@ class KeypointPredictor:
         data = self.first.policy.get("detector")
         return DetectorFraming.from_dict(data) if data else None
 
-    def require_detector(self) -> Any:
-        """The ``DetectorFraming`` of the crop policy.
+    def require_detector(self, detector: str = "auto") -> str:
+        """The detector ``detector`` stands for with this model (``auto``: the best calibrated).
 
         Raises:
-            FacekeysError: The model carries no detector calibration.
+            FacekeysError: The model carries no calibration for it.
         """
-        from facekeys.errors import FacekeysError
+        from facekeys.inference.face_finder import choose_detector
 
-        framing = self.detector
-        if framing is None:
-            raise FacekeysError(
-                "the model has no face detector calibration (crop_policy.detector in its "
-                "model.json; rerun the augment and train stages); use --detect none"
-            )
-        return framing
+        return choose_detector(self.first.policy, detector)
 
-    def predict_faces(self, image: np.ndarray) -> tuple[list[Box], np.ndarray]:
-        """Finds faces with the model's calibrated detector and predicts each one.
+    def find_faces(self, image: np.ndarray, detector: str = "auto") -> list[Any]:
+        """Faces in ``image`` (``FoundFace``: box, score, square), largest first."""
+        from facekeys.inference.face_finder import find_faces
+
+        return find_faces(image, self.first.policy, self.require_detector(detector))
+
+    def predict_faces(
+        self, image: np.ndarray, detector: str = "auto"
+    ) -> tuple[list[Box], np.ndarray]:
+        """Finds faces with a detector the model is calibrated for and predicts each one, every
+        crop turned so the face stands upright (by the detector's eyes where it gives them; the
+        refinement crop by the first pass's eyes).
 
         Returns:
             Detector boxes ``(x, y, w, h)`` (largest first) and keypoints ``(faces, P, 2)`` in
             original pixels.
 
         Raises:
-            FacekeysError: The model carries no detector calibration.
+            FacekeysError: The model carries no calibration for that detector.
         """
+        faces = self.find_faces(image, detector)
+        return [f.box for f in faces], self.predict_squares(image, [f.square for f in faces])
+
+    def predict_squares(self, image: np.ndarray, squares: list[FaceSquare]) -> np.ndarray:
+        """Keypoints ``(faces, P, 2)`` of the faces in ``squares`` (the first network's view of
+        each, e.g. from a detector or from the previous video frame) of one image."""
         from facekeys.data.images import to_model_color
-        from facekeys.inference.detectors import detect_faces
 
-        framing = self.require_detector()
-
-        boxes = detect_faces(image, framing.settings)
-        frames: list[Box | None] = [framing.frame_box(box) for box in boxes]
         if self.refine is None or self.refine.color == self.first.color:
             image = to_model_color(image, self.first.color)  # once per photo, not per face
-        return boxes, self.predict([image] * len(boxes), frames)
+        return self.predict([image] * len(squares), list(squares))
 
     def predict(
-        self, images: list[np.ndarray], boxes: list[Box | None] | None = None
+        self, images: list[np.ndarray], boxes: list[Box | FaceSquare | None] | None = None
     ) -> np.ndarray:
         """Keypoints ``(N, P, 2)`` in original pixels (centres on integers) of each image.
 
         Args:
             images: Decoded images, uint8 gray / BGR / BGRA (as OpenCV reads them).
-            boxes: Face box ``(x, y, w, h)`` per image, or None for the whole image.
+            boxes: Per image: a face box ``(x, y, w, h)``, a ``FaceSquare`` (the first
+                network's square, possibly turned: the refinement crop is then turned upright
+                by the first pass's eyes), or None for the whole image.
         """
         from facekeys.data.images import to_model_color
 
         boxes = boxes if boxes is not None else [None] * len(images)
         points = self._run(self.first, images, boxes, to_model_color)
         if self.refine is not None:
-            refine_boxes: list[Box | None] = [keypoint_box(p) for p in points]
+            refine_boxes = [self._refine_box(p, b) for p, b in zip(points, boxes, strict=True)]
             points = self._run(self.refine, images, refine_boxes, to_model_color)
         return points
+
+    def _refine_box(self, points: np.ndarray, first: Box | FaceSquare | None) -> Any:
+        """The refinement crop around first-pass ``points``: level as in training for face
+        crops and boxes; for photo squares, turned so the first pass's eyes lie level."""
+        from facekeys.data.keypoint_formats import upright_angle
+
+        if not isinstance(first, FaceSquare):
+            return keypoint_box(points)
+        angle = upright_angle(points, self.keypoint_names)
+        return upright_keypoint_square(points, first.angle if angle is None else angle)
 
     def _run(self, stage: StageModel, images, boxes, to_color) -> np.ndarray:
         pad = int(stage.policy.get("pad_value", 0))

@@ -122,7 +122,7 @@ def test_detect_haar_needs_a_calibrated_model(tiny_model, tmp_path, capsys):
     assert (
         capsys.readouterr()
         .err.strip()
-        .startswith("facekeys predict: error: the model has no face detector calibration")
+        .startswith("facekeys predict: error: the model has no calibration for haar")
     )
 
 
@@ -132,6 +132,7 @@ def test_detect_haar_predicts_every_face_of_a_photo(tiny_model, shared_data, tmp
     a photo without a face is listed with its reason but is not an error."""
     import json
 
+    from facekeys.data.crop_geometry import FaceSquare
     from facekeys.inference.detectors import DetectorFraming, DetectorSettings, detect_faces
 
     card_path = tiny_model / "model.json"
@@ -164,7 +165,9 @@ def test_detect_haar_predicts_every_face_of_a_photo(tiny_model, shared_data, tmp
         assert [float(row[k]) for k in ("face_x", "face_y", "face_w", "face_h")] == pytest.approx(
             box, abs=0.051
         )
-        expected = predictor.predict([group], [framing.frame_box(box)])[0]
+        x, y, side, _ = framing.frame_box(box)
+        square = FaceSquare(x + side / 2 - 0.5, y + side / 2 - 0.5, side)
+        expected = predictor.predict_squares(group, [square])[0]
         got = np.array([float(row[f"{a}{i}"]) for i in range(68) for a in "xy"]).reshape(68, 2)
         assert np.allclose(got, predictor.to_label_convention(expected), atol=1e-3)
     with (tmp_path / "faces.errors.csv").open() as handle:
