@@ -72,8 +72,8 @@ def choose_detector(policy: dict[str, Any], name: str) -> str:
         return name
     raise FacekeysError(
         f"the model has no calibration for {name} (crop_policy in its model.json: rerun the "
-        "augment and train stages); use --detect none for face crops"
-        + (f", or --detect {', '.join(sorted(calibrated))}" if calibrated else "")
+        "augment and train stages)"
+        + (f"; it has one for {', '.join(sorted(calibrated))}" if calibrated else "")
     )
 
 
