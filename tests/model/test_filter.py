@@ -46,7 +46,9 @@ def test_a_model_without_a_detector_calibration_is_refused_in_one_line(small_mod
                    "--model", str(small_model), "--out", str(out)])  # fmt: skip
     assert status == 1
     err = capsys.readouterr().err
-    assert err.startswith("facekeys filter: error: the model has no calibration for a face detector")
+    assert err.startswith(
+        "facekeys filter: error: the model has no calibration for a face detector"
+    )
     assert err.count("\n") == 1 and not out.exists()
 
 
