@@ -161,3 +161,25 @@ def test_a_photo_that_is_not_there(tmp_path):
     with pytest.raises(ImageProblem) as info:
         load_photo(tmp_path / "nope.jpg")
     assert info.value.code == "image_missing"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "TIFF"])
+def test_orientation_written_by_another_library_is_read(fmt):
+    """Pillow (installed with matplotlib) writes EXIF as cameras do, among other tags: a second
+    writer, so that the reader is not only checked against this project's test files."""
+    image_module = pytest.importorskip("PIL.Image")
+    import io
+
+    upright = cv2.cvtColor(upright_picture(), cv2.COLOR_GRAY2RGB)
+    exif = image_module.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0112] = "PhoneMaker", "Model X", 6  # make, model
+    exif[0x0132] = "2024:01:01 00:00:00"  # date and time, a tag after Orientation
+    buffer = io.BytesIO()
+    options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}, "TIFF": {}}[fmt]
+    sideways = np.ascontiguousarray(np.rot90(upright, 1))
+    image_module.fromarray(sideways).save(buffer, fmt, exif=exif, **options)
+
+    photo = decode_photo(buffer.getvalue(), ImageLimits())
+
+    assert photo.orientation == 6
+    assert np.array_equal(gray(photo.pixels), upright_picture())
