@@ -146,8 +146,15 @@ yuface (YuNet) finds turned (up to about 30 degrees), small and off-centre faces
 crop upright by the eyes it finds; haar (OpenCV) finds upright frontal faces; auto takes yuface
 where the model is calibrated for it, else haar.
 
-Writes OUT (CSV in the data set's own layout, original image pixels, the data set's label
-convention): name, x0, y0, ..., x67, y67 for 68 points; name + Kaggle's named columns for 15.
+Images: JPEG, PNG, WebP, BMP or TIFF, recognised by content (not by name), their sizes checked
+against caps on the header before decoding. A photo with an EXIF orientation (a phone photo
+stored sideways) is turned upright as photo viewers show it: its points are in the upright
+picture's pixels, and a line on stderr names such photos. An image under 16 px on a side is
+too small to hold a face: it is listed in the errors file as image_too_small.
+
+Writes OUT (CSV in the data set's own layout, original image pixels of the upright picture,
+the data set's label convention): name, x0, y0, ..., x67, y67 for 68 points; name + Kaggle's
+named columns for 15.
 name is the image's name inside the folder given, or the path of a file as given.
 With a detector: one row per face, then face (0 = largest), face_x, face_y, face_w, face_h
 (the detector box). Images that cannot be used go to OUT's sibling <stem>.errors.csv (name,

@@ -1,23 +1,35 @@
 """Safe image access: paths that cannot leave their folder, size caps before decoding.
 
-Formats are recognised by content (magic bytes), never by file extension: the real data has PNG
-files named ``.jpg``.
+Formats (JPEG, PNG, WebP, BMP, TIFF) are recognised by content (magic bytes), never by file
+extension: the real data has PNG files named ``.jpg`` (see ``facekeys.data.image_headers``).
+Images are decoded as stored: labels refer to the stored pixels, so no EXIF orientation is
+applied here (photos are turned upright by ``facekeys.data.photos``).
 """
 
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-JPEG_MAGIC = b"\xff\xd8\xff"
-# JPEG start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# ImageProblem and header_size are part of this module's interface (their home is image_headers).
+from facekeys.data.image_headers import ImageProblem, header_size
+from facekeys.data.orientation import INVERSE, exif_orientation, upright
+
+__all__ = [
+    "ImageLimits",
+    "ImageProblem",
+    "decode_image",
+    "header_size",
+    "load_image",
+    "read_image_bytes",
+    "resolve_inside",
+    "to_model_color",
+]
+
 
 
 @dataclass(frozen=True)
@@ -33,15 +45,6 @@ class ImageLimits:
     max_bytes: int = 50_000_000
     max_side: int = 8192
     max_pixels: int = 40_000_000
-
-
-class ImageProblem(Exception):
-    """An image that cannot be used. ``code`` is a stable reason id, ``detail`` says more."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
 
 
 def resolve_inside(folder: str | os.PathLike[str], name: str) -> Path:
@@ -71,45 +74,6 @@ def resolve_inside(folder: str | os.PathLike[str], name: str) -> Path:
     if resolved != root and root not in resolved.parents:
         raise ImageProblem("image_path_escapes_folder", f"{name!r} resolves outside {folder}")
     return resolved
-
-
-def header_size(data: bytes) -> tuple[str, int, int]:
-    """Reads format, width and height from a PNG or JPEG header without decoding pixels.
-
-    Raises:
-        ImageProblem: ``image_unsupported_format`` or ``image_corrupt`` (truncated header).
-    """
-    if data.startswith(PNG_MAGIC):
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            raise ImageProblem("image_corrupt", "PNG header is truncated or has no IHDR chunk")
-        width, height = struct.unpack(">II", data[16:24])
-        return "png", width, height
-    if data.startswith(JPEG_MAGIC):
-        return ("jpeg", *_jpeg_size(data))
-    raise ImageProblem("image_unsupported_format", "content is neither PNG nor JPEG")
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    pos = 2
-    end = len(data)
-    while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            raise ImageProblem("image_corrupt", f"JPEG marker expected at byte {pos}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if marker in _JPEG_SOF:
-            if pos + 9 > end:
-                break
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return width, height
-        pos += 2 + length
-    raise ImageProblem("image_corrupt", "JPEG has no frame header")
 
 
 def read_image_bytes(path: str | os.PathLike[str], limits: ImageLimits) -> bytes:
@@ -145,7 +109,10 @@ def _cv2() -> Any:
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
-    """Decodes PNG or JPEG bytes as stored (gray, RGB(A), 8 or 16 bit), after the size caps.
+    """Decodes image bytes as stored (gray, RGB(A), 8 or 16 bit), after the size caps.
+
+    Any format of ``header_size`` is accepted; the pixels are the stored ones, whatever the
+    image's EXIF orientation (see ``facekeys.data.photos`` for photos turned upright).
 
     Returns:
         The decoded array: ``HxW`` or ``HxWxC``, dtype uint8 or uint16, channels in BGR(A) order.
@@ -167,6 +134,10 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise ImageProblem("image_corrupt", f"{kind.upper()} data does not decode")
+    if kind == "tiff":
+        # OpenCV's TIFF decoder turns the picture by the file's Orientation tag itself, whatever
+        # the flags: turned back, so that every format comes back as stored.
+        image = upright(image, INVERSE[exif_orientation(data)])
     if image.shape[0] != height or image.shape[1] != width:
         raise ImageProblem(
             "image_corrupt",

@@ -1,6 +1,9 @@
 """``facekeys predict`` on files: image folders and files in, the prediction CSV and its errors
 CSV out, written together.
 
+Images are read as photos (``facekeys.data.photos``): turned upright by their EXIF orientation,
+so the points of a photo stored sideways are in the upright picture's pixels (a note on stderr
+names such photos), and refused as ``image_too_small`` under ``MIN_FACE_SIDE`` px a side.
 Inputs are listed (``list_inputs``), outputs checked before any image is read
 (``check_outputs``), images predicted in batches through ``facekeys.inference.predictor`` (whole
 images or detected faces), and both CSVs written at once (``write_files_together``). The ``name``
@@ -17,7 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from facekeys.data.atomic_files import check_writable, write_files_together
-from facekeys.data.images import ImageLimits, ImageProblem, load_image
+from facekeys.data.images import ImageLimits, ImageProblem, resolve_inside
+from facekeys.data.photos import check_face_size, load_photo
 from facekeys.errors import FacekeysError
 from facekeys.inference.predictor import KeypointPredictor, prediction_columns
 
@@ -30,7 +34,7 @@ class InputImage(NamedTuple):
     """One image to predict.
 
     Attributes:
-        folder: The folder ``name`` is loaded from (``load_image`` refuses paths leaving it).
+        folder: The folder ``name`` is loaded from (``resolve_inside`` refuses paths leaving it).
         name: The file name inside ``folder``.
         shown: The ``name`` column of the CSVs: ``name`` for an image of a folder given, the
             path as given for a file given by path.
@@ -43,7 +47,7 @@ class InputImage(NamedTuple):
 
 def list_inputs(inputs: list[str]) -> list[InputImage]:
     """One ``InputImage`` per image: a folder contributes its image files (sorted, not
-    recursive; symlinks leaving it are refused later, by ``load_image``), a file itself."""
+    recursive; symlinks leaving it are refused later, by ``resolve_inside``), a file itself."""
     found: list[InputImage] = []
     for item in inputs:
         path = Path(item)
@@ -144,6 +148,7 @@ class _Table:
     errors: list[list[str]] = field(default_factory=list)
     done: int = 0
     no_face: int = 0
+    turned: list[str] = field(default_factory=list)
 
 
 def predict_files(
@@ -164,12 +169,15 @@ def predict_files(
     without a face is listed in ``errors_csv`` as ``no_face_found``. The ``name`` column of
     both files is relative to the folder given, or a file's path as given (``InputImage.shown``).
 
-    A bad image (unreadable, too large, unsafe path, ...) goes to ``errors_csv`` with its reason
-    and the others are still predicted. ``errors_csv`` is always written, with its header only
-    where no image failed, so that it never lists the failures of an earlier run. Both files are
-    written together (``write_files_together``): either both are this run's or, where writing
-    fails, both are as they were. Where stderr is not a terminal a progress line is printed
-    every ``progress_every`` images (or 10 s).
+    Photos are turned upright by their EXIF orientation first: the points of a photo stored
+    sideways are in the upright picture's pixels, as photo viewers show it, and stderr gets one
+    line naming such photos. A bad image (unreadable, too large, too small to hold a face,
+    unsafe path, ...) goes to ``errors_csv`` with its reason and the others are still predicted.
+    ``errors_csv`` is always written, with its header only where no image failed, so that it
+    never lists the failures of an earlier run. Both files are written together
+    (``write_files_together``): either both are this run's or, where writing fails, both are as
+    they were. Where stderr is not a terminal a progress line is printed every
+    ``progress_every`` images (or 10 s).
 
     Returns:
         ``(images predicted, images failed, images without a face)``.
@@ -186,6 +194,7 @@ def predict_files(
     table = _predict_items(predictor, items, batch_size, detect, progress_every)
     header = ["name", *columns, *(FACE_COLUMNS if detect != "none" else [])]
     _write_tables(out_csv, errors_csv, header, table)
+    _note_turned(table.turned)
     return table.done, len(table.errors) - table.no_face, table.no_face
 
 
@@ -218,16 +227,38 @@ def _predict_items(
 
 
 def _load_batch(batch: list[InputImage], table: _Table) -> tuple[list[str], list[np.ndarray]]:
-    """The shown names and decoded images of ``batch``; images that cannot be used go to the
-    errors with their reason."""
+    """The shown names and upright pictures of ``batch``; images that cannot be used (too
+    small to hold a face among them) go to the errors with their reason."""
     names, images = [], []
     for item in batch:
         try:
-            images.append(load_image(item.folder, item.name, ImageLimits()))
-            names.append(item.shown)
+            photo = load_photo(resolve_inside(item.folder, item.name), ImageLimits())
+            check_face_size(photo)
         except ImageProblem as problem:
             table.errors.append([item.shown, problem.code, problem.detail])
+            continue
+        images.append(photo.pixels)
+        names.append(item.shown)
+        if photo.turned:
+            table.turned.append(item.shown)
     return names, images
+
+
+def _note_turned(turned: list[str], shown: int = 3) -> None:
+    """One stderr line naming the photos turned upright by their EXIF orientation (the first
+    ``shown`` of them), whose points are in the upright picture's pixels, not the stored ones."""
+    import sys
+
+    if not turned:
+        return
+    names = ", ".join(turned[:shown])
+    if len(turned) > shown:
+        names += f" and {len(turned) - shown} more"
+    print(
+        f"predict: {len(turned)} photo{'s' if len(turned) > 1 else ''} turned upright by the EXIF "
+        f"orientation ({names}): points are in the upright picture's pixels",
+        file=sys.stderr,
+    )
 
 
 def _predict_whole_images(

@@ -19,6 +19,7 @@ from facekeys.inference.predictor import KeypointPredictor
 from facekeys.model.training import train
 from tests.conftest import REPO
 from tests.model.test_train import TINY
+from tests.photo_bytes import exif_block, jpeg_with_exif
 
 
 @pytest.fixture
@@ -408,3 +409,90 @@ def test_a_model_folder_written_before_the_package_moved_into_wings_predicts_the
     points = KeypointPredictor.from_dir(folder).predict([image])
 
     assert np.allclose(points, np.array(expected["points"]), atol=1e-4)
+
+
+def dot_photos(folder: Path) -> tuple[Path, np.ndarray]:
+    """A folder with the same dot picture twice, once upright (PNG) and once stored sideways
+    with EXIF orientation 6 (JPEG), and a 10x10 image too small to hold a face. The picture
+    (48 wide, 32 tall) has a bright 8x8 block at x 32-39, y 8-15 of the upright picture; stored
+    sideways it lies at x 8-15, y 8-15. Blocks of 8 px on the 8-px grid survive JPEG exactly."""
+    folder.mkdir()
+    upright = np.full((32, 48), 40, np.uint8)
+    upright[8:16, 32:40] = 230
+    cv2.imwrite(str(folder / "plain.png"), upright)
+    sideways = np.ascontiguousarray(np.rot90(upright, 1))  # what a phone stores, tagged 6
+    assert sideways[8:16, 8:16].min() == 230
+    (folder / "sideways.jpg").write_bytes(jpeg_with_exif(sideways, exif_block(6)))
+    cv2.imwrite(str(folder / "tiny.png"), np.full((10, 10), 200, np.uint8))
+    return folder, upright
+
+
+def test_sideways_photos_are_predicted_upright_and_tiny_ones_refused(tiny_model, tmp_path, capsys):
+    photos, _ = dot_photos(tmp_path / "photos")
+    out = tmp_path / "p.csv"
+
+    status = main(["predict", str(photos), "--model", str(tiny_model), "--out", str(out)])
+
+    assert status == 1, "an image too small to hold a face cannot be used"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2:] == [
+        "predict: 1 photo turned upright by the EXIF orientation (sideways.jpg): points are in "
+        "the upright picture's pixels",
+        f"{out}: 2 images predicted; 1 failed (see {tmp_path / 'p.errors.csv'})",
+    ]
+    with (tmp_path / "p.errors.csv").open() as handle:
+        assert list(csv.reader(handle))[1:] == [
+            ["tiny.png", "image_too_small", "10x10 px is under 16 px a side, too small to hold "
+             "a face"]
+        ]  # fmt: skip
+    with out.open() as handle:
+        rows = {r[0]: np.array(r[1:], float) for r in list(csv.reader(handle))[1:]}
+    assert sorted(rows) == ["plain.png", "sideways.jpg"]
+    # The model saw the same upright picture in both files.
+    assert np.allclose(rows["sideways.jpg"], rows["plain.png"], atol=1e-3)
+
+
+def test_points_of_a_sideways_photo_are_in_the_upright_pictures_pixels(tiny_model, tmp_path):
+    """With a network that finds the bright block exactly, the points land on the block where
+    the upright picture has it (x 32-39), not where the file stores it (x 8-15)."""
+    from facekeys.inference.predict_files import predict_files
+
+    photos, _ = dot_photos(tmp_path / "photos")
+    predictor = KeypointPredictor.from_dir(tiny_model)
+    predictor.first.model, predictor.refine = _DotFinder(), None
+    out = tmp_path / "p.csv"
+
+    assert predict_files(predictor, [str(photos)], out, tmp_path / "e.csv") == (2, 1, 0)
+
+    with out.open() as handle:
+        rows = {r[0]: np.array(r[1:], float).reshape(68, 2) for r in list(csv.reader(handle))[1:]}
+    x, y = rows["sideways.jpg"][0] - predictor.label_pixel_offset
+    # One input pixel of the 32-px network spans 1.5 picture pixels: the block's edge, give or
+    # take that.
+    assert 32 - 1.5 <= x <= 39 + 1.5 and 8 - 1.5 <= y <= 15 + 1.5, (x, y)
+
+
+def test_detect_haar_refuses_tiny_images_and_gets_photos_upright(tiny_model, tmp_path):
+    """The detector only ever sees upright pictures big enough to hold a face (the detector is
+    a stand-in recording what it is given: synthetic pictures have nothing Haar finds)."""
+    from facekeys.inference.predict_files import predict_files
+
+    photos, upright = dot_photos(tmp_path / "photos")
+    predictor = KeypointPredictor.from_dir(tiny_model)
+    seen: list[np.ndarray] = []
+
+    def predict_faces(image: np.ndarray) -> tuple[list, np.ndarray]:
+        seen.append(image)
+        return [(0.0, 0.0, float(image.shape[1]), float(image.shape[0]))], np.zeros((1, 68, 2))
+
+    predictor.require_detector = lambda: None  # type: ignore[method-assign]
+    predictor.predict_faces = predict_faces  # type: ignore[method-assign]
+    out, errors = tmp_path / "p.csv", tmp_path / "e.csv"
+
+    assert predict_files(predictor, [str(photos)], out, errors, detect="haar") == (2, 1, 0)
+
+    assert len(seen) == 2 and all(np.array_equal(image, upright) for image in seen)
+    with errors.open() as handle:
+        assert [(e["name"], e["reason"]) for e in csv.DictReader(handle)] == [
+            ("tiny.png", "image_too_small")
+        ]

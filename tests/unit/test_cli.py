@@ -26,6 +26,16 @@ def test_help(command):
     assert "facekeys" in result.stdout and len(result.stdout.splitlines()) > 5
 
 
+def test_predict_help_says_which_images_and_which_pixels():
+    from facekeys.data.photos import MIN_FACE_SIDE
+
+    help_text = " ".join(facekeys("predict", "--help").stdout.split())
+    assert "JPEG, PNG, WebP, BMP or TIFF, recognised by content" in help_text
+    assert "its points are in the upright picture's pixels" in help_text
+    assert f"An image under {MIN_FACE_SIDE} px on a side" in help_text
+    assert "image_too_small" in help_text
+
+
 def test_validate_usable_exit_0(tiny68, tmp_path):
     csv_path, images = tiny68()
     result = facekeys(
