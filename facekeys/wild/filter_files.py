@@ -16,13 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from facekeys.data.atomic_files import atomic_file, check_writable
-from facekeys.data.images import (
-    ImageLimits,
-    ImageProblem,
-    decode_image,
-    read_image_bytes,
-    to_model_color,
-)
+from facekeys.data.images import ImageProblem, to_model_color
+from facekeys.data.photos import check_face_size, load_photo
 from facekeys.errors import FacekeysError
 from facekeys.wild.filters import apply_overlay, layout_for, placeable_faces
 from facekeys.wild.overlays import Overlay, image_problem_line
@@ -63,15 +58,17 @@ def check_photo_output(source: Path, out: Path) -> None:
 
 
 def read_photo(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decodes a photo as stored (the one place photos are read here, so a reader that also
-    honours EXIF orientation can take its place).
+    """Decodes a photo upright, as viewers show it (its EXIF orientation applied), so the overlay
+    sits on the faces a person sees.
 
     Raises:
-        FacekeysError: Missing, unreadable, corrupt, too large or of a format not decoded.
+        FacekeysError: Missing, unreadable, corrupt, too large, too small to hold a face or of a
+            format not decoded.
     """
-    limits = ImageLimits()
     try:
-        return decode_image(read_image_bytes(path, limits), limits)
+        photo = load_photo(path)
+        check_face_size(photo)
+        return photo.pixels
     except ImageProblem as exc:
         raise FacekeysError(image_problem_line(path, exc)) from None
 

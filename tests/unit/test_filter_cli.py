@@ -147,3 +147,27 @@ def test_help_explains_with_an_example_and_lists_every_overlay_and_target():
     )
     for word in [*BUILT_INS, *TARGETS, "--anchors X1,Y1,X2,Y2", "FACEKEYS_OVERLAYS_DIR"]:
         assert word in result.stdout, word
+
+
+def test_a_sideways_phone_photo_is_filtered_upright(files, monkeypatch):
+    """A JPEG stored 240 wide, 200 high with EXIF orientation 6 (turn 90 degrees clockwise):
+    the detector gets, and the output is, the upright 200 x 240 picture viewers show."""
+    from tests.photo_bytes import exif_block, jpeg_with_exif
+
+    stored = np.full((200, 240, 3), 90, np.uint8)
+    files["photo"] = files["photo"].with_suffix(".jpg")
+    files["photo"].write_bytes(jpeg_with_exif(stored, exif_block(6)))
+    model = StandIn(np.stack([face68((100, 120), 25, 0)]))
+    use_model(monkeypatch, model)
+    assert run(files) == 0
+    assert model.photos == [(240, 200, 3)]
+    assert cv2.imread(str(files["out"]), cv2.IMREAD_UNCHANGED).shape == (240, 200, 3)
+
+
+def test_a_photo_too_small_to_hold_a_face_is_one_line(files, monkeypatch, capsys):
+    cv2.imwrite(str(files["photo"]), np.full((10, 12), 90, np.uint8))
+    use_model(monkeypatch, StandIn(np.zeros((0, 68, 2))))
+    assert run(files) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "too small to hold a face" in err, err
+    assert not files["out"].exists()
