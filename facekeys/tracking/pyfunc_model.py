@@ -22,13 +22,15 @@ from mlflow.pyfunc import PythonModel
 def _decode(value: Any) -> np.ndarray:
     import base64
 
-    from facekeys.data.images import ImageLimits, decode_image
+    from facekeys.data.images import ImageLimits
+    from facekeys.data.photos import decode_photo
 
     if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim in (2, 3):
         return value
     if isinstance(value, str):
         value = base64.b64decode(value)
-    return decode_image(bytes(value), ImageLimits())
+    # Upright as viewers show it (EXIF orientation applied): the points are in those pixels.
+    return decode_photo(bytes(value), ImageLimits()).pixels
 
 
 class KeypointImageModel(PythonModel):
