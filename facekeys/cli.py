@@ -186,6 +186,12 @@ Example:
         help="none: the whole image is the face (face crops); auto, yuface, haar: find faces "
         "first (photos; auto: yuface where calibrated, else haar)",
     )
+    p.add_argument(
+        "--draw",
+        metavar="DIR",
+        help="also write each picture annotated (boxes, keypoints, face index) into DIR as "
+        "<name>.png (sub-folders joined by __)",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
     p.set_defaults(run=_run_predict)
 
@@ -204,7 +210,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     check_outputs(out, errors)  # before loading a model; the inputs are checked once listed
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     predictor = load_any_model(args.model)
-    done, failed, no_face = predict_files(predictor, args.inputs, out, errors, detect=args.detect)
+    done, failed, no_face = predict_files(
+        predictor, args.inputs, out, errors, detect=args.detect, draw_dir=args.draw
+    )
     faces = f"; {no_face} without a face" if args.detect != "none" else ""
     print(f"{out}: {done} images predicted; {failed} failed{faces} (see {errors})", file=sys.stderr)
     return EXIT_USER_ERROR if failed else 0

@@ -3,6 +3,9 @@ sized to the picture so they stay visible on a phone photo and on a 96 px crop a
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 Box = tuple[float, float, float, float]
@@ -49,3 +52,30 @@ def _label_anchor(box: Box | None, face: np.ndarray) -> tuple[int, int] | None:
         return None
     top = present[np.argmin(present[:, 1])]
     return round(top[0]), max(12, round(top[1]) - 6)
+
+
+def drawing_path(folder: str | os.PathLike[str], shown: str) -> Path:
+    """Where the drawing of the picture named ``shown`` goes in ``folder``: one flat PNG per
+    picture, its name the picture's (sub-folders joined by ``__``) plus ``.png``, never outside
+    ``folder`` whatever ``shown`` holds (``..``, absolute paths)."""
+    parts = [p for p in shown.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return Path(folder) / ("__".join(parts).lstrip(".") + ".png")
+
+
+def write_drawing(
+    folder: str | os.PathLike[str],
+    shown: str,
+    image: np.ndarray,
+    boxes: list[Box | None],
+    points: np.ndarray,
+) -> None:
+    """Writes ``draw_faces`` of a picture to ``drawing_path`` as a PNG, atomically."""
+    import cv2
+
+    from facekeys.data.atomic_files import atomic_file
+
+    ok, data = cv2.imencode(".png", draw_faces(image, boxes, points))
+    if not ok:  # pragma: no cover - encoding a uint8 BGR array does not fail
+        raise ValueError("PNG encoding failed")
+    with atomic_file(drawing_path(folder, shown), "wb") as handle:
+        handle.write(data.tobytes())

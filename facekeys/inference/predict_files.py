@@ -23,6 +23,7 @@ from facekeys.data.atomic_files import check_writable, write_files_together
 from facekeys.data.images import ImageLimits, ImageProblem, resolve_inside
 from facekeys.data.photos import check_face_size, load_photo
 from facekeys.errors import FacekeysError
+from facekeys.inference.drawing import write_drawing
 from facekeys.inference.predictor import KeypointPredictor, prediction_columns
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -159,6 +160,7 @@ def predict_files(
     batch_size: int = 32,
     detect: str = "none",
     progress_every: int = 100,
+    draw_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[int, int, int]:
     """Predicts every image of ``inputs`` into ``out_csv``.
 
@@ -177,7 +179,8 @@ def predict_files(
     never lists the failures of an earlier run. Both files are written together
     (``write_files_together``): either both are this run's or, where writing fails, both are as
     they were. Where stderr is not a terminal a progress line is printed every
-    ``progress_every`` images (or 10 s).
+    ``progress_every`` images (or 10 s). With ``draw_dir``, each predicted picture is also
+    written there annotated (boxes, keypoints, face index; ``drawing.drawing_path``).
 
     Returns:
         ``(images predicted, images failed, images without a face)``.
@@ -190,8 +193,10 @@ def predict_files(
         detect = predictor.require_detector(detect)  # before reading any image
     items = list_inputs(inputs)
     check_outputs(out_csv, errors_csv, items)
+    if draw_dir is not None:
+        check_writable(Path(draw_dir) / "drawing.png")  # before any image is predicted
     columns = prediction_columns(predictor.card["format"])
-    table = _predict_items(predictor, items, batch_size, detect, progress_every)
+    table = _predict_items(predictor, items, batch_size, detect, progress_every, draw_dir)
     header = ["name", *columns, *(FACE_COLUMNS if detect != "none" else [])]
     _write_tables(out_csv, errors_csv, header, table)
     _note_turned(table.turned)
@@ -204,6 +209,7 @@ def _predict_items(
     batch_size: int,
     detect: str,
     progress_every: int,
+    draw_dir: str | os.PathLike[str] | None,
 ) -> _Table:
     """Loads and predicts ``items`` in batches, with a progress bar (terminal) or lines (logs)."""
     import sys
@@ -217,9 +223,9 @@ def _predict_items(
         batch = items[start : start + batch_size]
         names, images = _load_batch(batch, table)
         if detect != "none":
-            _predict_faces(predictor, names, images, table, detect)
+            _predict_faces(predictor, names, images, table, detect, draw_dir)
         else:
-            _predict_whole_images(predictor, names, images, table)
+            _predict_whole_images(predictor, names, images, table, draw_dir)
         bar.update(len(batch))
         progress.update(len(batch))
     bar.close()
@@ -262,14 +268,21 @@ def _note_turned(turned: list[str], shown: int = 3) -> None:
 
 
 def _predict_whole_images(
-    predictor: KeypointPredictor, names: list[str], images: list[np.ndarray], table: _Table
+    predictor: KeypointPredictor,
+    names: list[str],
+    images: list[np.ndarray],
+    table: _Table,
+    draw_dir: str | os.PathLike[str] | None,
 ) -> None:
     """One row per image: the whole image is the face (the data sets' face crops)."""
     if not images:
         return
-    points = predictor.to_label_convention(predictor.predict(images))
-    for name, pts in zip(names, points, strict=True):
+    pixels = predictor.predict(images)
+    points = predictor.to_label_convention(pixels)
+    for name, image, pts, drawn in zip(names, images, points, pixels, strict=True):
         table.rows.append([name, *(f"{v:.3f}" for v in pts.reshape(-1))])
+        if draw_dir is not None:
+            write_drawing(draw_dir, name, image, [None], drawn[None])
     table.done += len(images)
 
 
@@ -279,11 +292,14 @@ def _predict_faces(
     images: list[np.ndarray],
     table: _Table,
     detector: str,
+    draw_dir: str | os.PathLike[str] | None,
 ) -> None:
     """One row per detected face, with its index and detector box; an image without a face is
     listed in the errors as ``no_face_found``."""
     for name, image in zip(names, images, strict=True):
         boxes, points = predictor.predict_faces(image, detector)
+        if draw_dir is not None:
+            write_drawing(draw_dir, name, image, list(boxes), points)
         if not boxes:
             table.errors.append([name, "no_face_found", "the face detector found no face"])
             table.no_face += 1

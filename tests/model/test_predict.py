@@ -496,3 +496,38 @@ def test_detect_haar_refuses_tiny_images_and_gets_photos_upright(tiny_model, tmp
         assert [(e["name"], e["reason"]) for e in csv.DictReader(handle)] == [
             ("tiny.png", "image_too_small")
         ]
+
+
+def test_draw_writes_each_picture_annotated_where_the_points_are(tiny_model, tmp_path, capsys):
+    """--draw: one PNG per predicted picture, its keypoints drawn at the predicted pixels
+    (the CSV's values less the label offset); a picture that failed gets none."""
+    from facekeys.inference.drawing import POINT_COLOUR
+
+    photos = photos_with(tmp_path / "photos", count=2, broken=True)
+    out, drawn = tmp_path / "p.csv", tmp_path / "drawn"
+    status = main(["predict", str(photos), "--model", str(tiny_model), "--out", str(out),
+                   "--draw", str(drawn)])  # fmt: skip
+    assert status == 1  # the corrupt JPEG
+    assert sorted(p.name for p in drawn.iterdir()) == ["face0.png.png", "face1.png.png"]
+    offset = KeypointPredictor.from_dir(tiny_model).label_pixel_offset
+    with out.open() as handle:
+        for row in csv.DictReader(handle):
+            picture = cv2.imread(str(drawn / f"{row['name']}.png"))
+            assert picture.shape == (40, 56, 3)
+            x, y = (round(float(row[k]) - offset) for k in ("x0", "y0"))
+            if 0 <= x < 56 and 0 <= y < 40:
+                assert tuple(picture[y, x]) == POINT_COLOUR
+
+
+def test_draw_into_a_place_that_cannot_be_a_folder_fails_before_any_image(
+    tiny_model, tmp_path, capsys
+):
+    photos = photos_with(tmp_path / "photos", count=1)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the folder should be")
+    status = main(["predict", str(photos), "--model", str(tiny_model), "--out",
+                   str(tmp_path / "p.csv"), "--draw", str(blocker / "drawn")])  # fmt: skip
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(blocker) in err, err
+    assert not (tmp_path / "p.csv").exists()

@@ -25,3 +25,12 @@ def test_faces_without_a_box_get_their_points_only_and_the_input_is_not_changed(
     assert tuple(drawn[30, 10]) == POINT_COLOUR
     assert not (drawn == BOX_COLOUR).all(axis=2).any()
     np.testing.assert_array_equal(image, before)
+
+
+def test_drawing_paths_stay_in_their_folder_and_keep_names_apart(tmp_path):
+    from facekeys.inference.drawing import drawing_path
+
+    assert drawing_path(tmp_path, "a/b.jpg") == tmp_path / "a__b.jpg.png"
+    assert drawing_path(tmp_path, "../../etc/x.png") == tmp_path / "etc__x.png.png"
+    assert drawing_path(tmp_path, "/abs/.hidden.jpg") == tmp_path / "abs__.hidden.jpg.png"
+    assert drawing_path(tmp_path, "b.jpg") != drawing_path(tmp_path, "b.png")
