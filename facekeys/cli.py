@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from facekeys.errors import FacekeysError, describe_os_error
+from facekeys.wild.commands import add_filter
 
 EXIT_USER_ERROR = 1
 
@@ -130,12 +131,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "predict",
-        help="predict keypoints on image files",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="""\
+PREDICT_DESCRIPTION = """\
 Predict keypoints on images with a trained model folder (models/<dataset>: the first model and,
 where trained, the refinement model in refine/). Ground truth is never read.
 
@@ -166,7 +162,15 @@ input. Without a terminal, a progress line is printed every 100 images (or 10 s)
 
 Example:
   facekeys predict ../shared/data/sample-images/obamas.jpg --detect auto \
-      --model models/youtube-faces-68 --out faces.csv""",
+      --model models/youtube-faces-68 --out faces.csv"""
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="predict keypoints on image files",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=PREDICT_DESCRIPTION,
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGES_DIR_OR_FILES", help="folders or images")
     p.add_argument(
@@ -218,95 +222,6 @@ def _run_predict(args: argparse.Namespace) -> int:
     return EXIT_USER_ERROR if failed else 0
 
 
-FILTER_DESCRIPTION = """\
-Find the faces of PHOTO with the model's calibrated detector, predict their keypoints and place
-an RGBA overlay on each face: scaled to the span of two face points, turned with the line between
-the eyes, alpha-blended, clipped at the photo's border. Works with 68-point and 15-point models.
-
-An overlay has two anchor points (its own pixels) that land on two face points, --to:
-  eyes       the eye centres
-  brows      the outer ends of the brows
-  mouth      the mouth corners
-  upper_lip  the mouth corners' span, moved up to midway between the nose and the upper lip
-The first anchor lands on the image-left point (the subject's right), the second on the
-image-right one; anchors may lie outside the picture (a hat's are below it, at the brows).
-
-Built-in overlays (files read from --overlays-dir, else $FACEKEYS_OVERLAYS_DIR, else
-../shared/data/sample-images beside the project; never copied into it):
-  sunglasses  lens centres -> eyes
-  moustache   where its arms start -> upper_lip
-  straw_hat   where the brows are, below the brim -> brows
-Your own PNG (it must have an alpha channel): --overlay FILE.png --anchors X1,Y1,X2,Y2 --to ...
-
-OUT (.jpg or .png) is written atomically. A photo without a face is written without an
-overlay, with a note on stderr, and the exit status is 0. Errors (a missing or unreadable
-file, an overlay without alpha, bad anchors, a model without a detector calibration) are one
-line and exit status 1. Video input is not supported yet.
-
-Examples:
-  facekeys filter ../shared/data/sample-images/obamas.jpg --overlay sunglasses \\
-      --model models/youtube-faces-68 --out obamas-cool.jpg
-  facekeys filter me.jpg --overlay crown.png --anchors 40,210,360,210 --to brows \\
-      --model models:/facekeys-youtube-faces-68@champion --out me-king.png"""
-
-
-def _add_filter(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "filter",
-        help="put sunglasses, a moustache, a hat or your own overlay on every face of a photo",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=FILTER_DESCRIPTION,
-    )
-    p.add_argument("source", metavar="PHOTO", help="a photo (PNG or JPEG)")
-    p.add_argument(
-        "--overlay",
-        required=True,
-        metavar="NAME_OR_PNG",
-        help="sunglasses, moustache, straw_hat, or an RGBA PNG file (with --anchors)",
-    )
-    p.add_argument(
-        "--anchors", metavar="X1,Y1,X2,Y2", help="your PNG's pixels that land on the face"
-    )
-    p.add_argument(
-        "--to",
-        dest="target",
-        choices=("eyes", "brows", "mouth", "upper_lip"),
-        help="the face points your PNG's anchors land on (default: eyes)",
-    )
-    p.add_argument("--overlays-dir", help="folder of the built-in overlays (see above)")
-    p.add_argument(
-        "--model",
-        required=True,
-        help="a model with a detector calibration: a model folder, an export folder, an "
-        ".onnx file or models:/NAME@ALIAS (as for facekeys predict)",
-    )
-    p.add_argument("--out", required=True, help="the filtered photo to write (.jpg or .png)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
-    p.set_defaults(run=_run_filter)
-
-
-def _run_filter(args: argparse.Namespace) -> int:
-    import os
-
-    from facekeys.wild.filter_files import filter_file
-    from facekeys.wild.overlays import load_overlay
-
-    overlay = load_overlay(args.overlay, args.overlays_dir, args.anchors, args.target)
-
-    def load_predictor():  # after the photo and the output are checked: models load slowly
-        import torch
-
-        from facekeys.tracking.model_specs import load_any_model
-
-        torch.set_num_threads(args.threads or os.cpu_count() or 1)
-        return load_any_model(args.model)
-
-    filter_file(
-        args.source, args.out, overlay, load_predictor, lambda line: print(line, file=sys.stderr)
-    )
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Builds the ``facekeys`` argument parser with one subcommand per step."""
     parser = argparse.ArgumentParser(
@@ -321,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fetch(sub)
     _add_validate(sub)
     _add_predict(sub)
-    _add_filter(sub)
+    add_filter(sub)
     return parser
 
 
@@ -330,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder, full disk, ...) print one line and exit 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = f"facekeys {args.run.__name__.removeprefix('_run_')}"
+    command = f"facekeys {args.run.__name__.removeprefix('_').removeprefix('run_')}"
     try:
         return args.run(args)
     except FacekeysError as exc:

@@ -1,0 +1,96 @@
+"""The ``facekeys`` commands for faces in the wild (``filter``; ``video`` and ``serve`` beside
+it): their arguments and the few lines that call this wing. ``facekeys.cli`` registers them, so
+``--help`` still answers at once: heavy libraries are imported inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+FILTER_DESCRIPTION = """\
+Find the faces of PHOTO with the model's calibrated detector, predict their keypoints and place
+an RGBA overlay on each face: scaled to the span of two face points, turned with the line between
+the eyes, alpha-blended, clipped at the photo's border. Works with 68-point and 15-point models.
+
+An overlay has two anchor points (its own pixels) that land on two face points, --to:
+  eyes       the eye centres
+  brows      the outer ends of the brows
+  mouth      the mouth corners
+  upper_lip  the mouth corners' span, moved up to midway between the nose and the upper lip
+The first anchor lands on the image-left point (the subject's right), the second on the
+image-right one; anchors may lie outside the picture (a hat's are below it, at the brows).
+
+Built-in overlays (files read from --overlays-dir, else $FACEKEYS_OVERLAYS_DIR, else
+../shared/data/sample-images beside the project; never copied into it):
+  sunglasses  lens centres -> eyes
+  moustache   where its arms start -> upper_lip
+  straw_hat   where the brows are, below the brim -> brows
+Your own PNG (it must have an alpha channel): --overlay FILE.png --anchors X1,Y1,X2,Y2 --to ...
+
+OUT (.jpg or .png) is written atomically. A photo without a face is written without an
+overlay, with a note on stderr, and the exit status is 0. Errors (a missing or unreadable
+file, an overlay without alpha, bad anchors, a model without a detector calibration) are one
+line and exit status 1. Video input is not supported yet.
+
+Examples:
+  facekeys filter ../shared/data/sample-images/obamas.jpg --overlay sunglasses \\
+      --model models/youtube-faces-68 --out obamas-cool.jpg
+  facekeys filter me.jpg --overlay crown.png --anchors 40,210,360,210 --to brows \\
+      --model models:/facekeys-youtube-faces-68@champion --out me-king.png"""
+
+
+def add_filter(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "filter",
+        help="put sunglasses, a moustache, a hat or your own overlay on every face of a photo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=FILTER_DESCRIPTION,
+    )
+    p.add_argument("source", metavar="PHOTO", help="a photo (PNG or JPEG)")
+    p.add_argument(
+        "--overlay",
+        required=True,
+        metavar="NAME_OR_PNG",
+        help="sunglasses, moustache, straw_hat, or an RGBA PNG file (with --anchors)",
+    )
+    p.add_argument(
+        "--anchors", metavar="X1,Y1,X2,Y2", help="your PNG's pixels that land on the face"
+    )
+    p.add_argument(
+        "--to",
+        dest="target",
+        choices=("eyes", "brows", "mouth", "upper_lip"),
+        help="the face points your PNG's anchors land on (default: eyes)",
+    )
+    p.add_argument("--overlays-dir", help="folder of the built-in overlays (see above)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a model with a detector calibration: a model folder, an export folder, an "
+        ".onnx file or models:/NAME@ALIAS (as for facekeys predict)",
+    )
+    p.add_argument("--out", required=True, help="the filtered photo to write (.jpg or .png)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
+    p.set_defaults(run=run_filter)
+
+
+def run_filter(args: argparse.Namespace) -> int:
+    import os
+
+    from facekeys.wild.filter_files import filter_file
+    from facekeys.wild.overlays import load_overlay
+
+    overlay = load_overlay(args.overlay, args.overlays_dir, args.anchors, args.target)
+
+    def load_predictor():  # after the photo and the output are checked: models load slowly
+        import torch
+
+        from facekeys.tracking.model_specs import load_any_model
+
+        torch.set_num_threads(args.threads or os.cpu_count() or 1)
+        return load_any_model(args.model)
+
+    filter_file(
+        args.source, args.out, overlay, load_predictor, lambda line: print(line, file=sys.stderr)
+    )
+    return 0
