@@ -199,6 +199,54 @@ def _run_predict(args: argparse.Namespace) -> int:
     return EXIT_USER_ERROR if failed else 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a web page and JSON API to find faces and keypoints in photos",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Serve a web app on this machine: a page to upload a photo and see its faces, keypoints and a
+filter; POST /v1/keypoints (form field image -> JSON faces) and POST /v1/filter (fields image
+and overlay -> PNG). Only loopback hosts are accepted: the app has no authentication.
+Photos are recognised by content and capped in bytes and pixels; errors are one line of JSON
+with a 4xx status. See README.md, "Web app".
+
+Example:
+  facekeys serve --model models/youtube-faces-68 --samples ../shared/data/sample-images""",
+    )
+    p.add_argument(
+        "--model",
+        default="models:/facekeys-youtube-faces-68@champion",
+        help="registered model URI (default: models:/facekeys-youtube-faces-68@champion; store: "
+        "MLFLOW_TRACKING_URI, default ./mlflow.db), a trained model folder, an export folder or "
+        "an .onnx file; it must carry a face detector calibration",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="loopback address (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (8000)")
+    p.add_argument("--max-bytes", type=int, default=20_000_000, help="photo cap (20000000)")
+    p.add_argument(
+        "--max-pixels", type=int, default=40_000_000, help="width x height cap (40000000)"
+    )
+    p.add_argument("--samples", metavar="DIR", help="folder of photos the page offers to try")
+    p.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    try:
+        from facekeys.wild.web_serve import serve
+    except ImportError as exc:  # FastAPI and uvicorn come with the orchestration extra
+        raise FacekeysError(
+            f"{exc.name or exc}: not installed; pip install 'facekeys[orchestration]'"
+        ) from None
+    from facekeys.wild.web_uploads import UploadLimits
+
+    if args.max_bytes < 1 or args.max_pixels < 1 or not 0 <= args.port <= 65535:
+        raise FacekeysError("--max-bytes and --max-pixels must be >= 1, --port 0..65535")
+    limits = UploadLimits(max_bytes=args.max_bytes, max_pixels=args.max_pixels)
+    serve(args.model, args.host, args.port, limits, samples_dir=args.samples, overlays={})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Builds the ``facekeys`` argument parser with one subcommand per step."""
     parser = argparse.ArgumentParser(
@@ -213,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fetch(sub)
     _add_validate(sub)
     _add_predict(sub)
+    _add_serve(sub)
     return parser
 
 
