@@ -18,8 +18,6 @@ from facekeys.errors import FacekeysError
 from facekeys.wild.web_app import Overlay, create_app
 from facekeys.wild.web_uploads import UploadLimits, list_samples
 
-DEFAULT_MODEL = "models:/facekeys-youtube-faces-68@champion"
-
 
 def loopback_host(host: str) -> str:
     """The numeric loopback address to listen on for ``host``.

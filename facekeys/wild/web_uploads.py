@@ -150,7 +150,7 @@ def _content_length(scope: Scope) -> int | None:
 
 async def send_json_error(send: Send, status: int, message: str) -> None:
     """Sends ``{"error": message}`` with ``status`` straight to the ASGI server."""
-    body = json.dumps({"error": one_line(message)}).encode()
+    body = json.dumps({"error": one_line(message)}, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
