@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from facekeys.errors import FacekeysError, describe_os_error
-from facekeys.wild.commands import add_filter
+from facekeys.wild.commands import add_filter, add_serve
 
 EXIT_USER_ERROR = 1
 
@@ -237,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(sub)
     _add_predict(sub)
     add_filter(sub)
+    add_serve(sub)
     return parser
 
 

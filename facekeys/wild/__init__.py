@@ -1,10 +1,11 @@
-"""Faces in the wild: what is done with the faces predicted in photos (and, later, video).
+"""Wild: faces as people have them, outside the data sets' crops.
 
-Owns face filters: RGBA overlays with their anchor points (``overlays``), the geometry that
-places an overlay on every face of a frame from its keypoints (``filters``: pure numpy and
-OpenCV, reused per frame by video code) and ``facekeys filter`` on a photo file
-(``filter_files``).
+Owns face filters (RGBA overlays with their anchor points, ``overlays``; the geometry that places
+an overlay on every face of a frame from its keypoints, ``filters``, pure numpy and OpenCV,
+reused per frame by video; ``facekeys filter`` on a photo, ``filter_files``), video with tracking,
+the web app (``facekeys serve``: ``web_app``, ``web_uploads``, ``web_serve``) and the arguments
+of these commands (``commands``).
 
-May import: ``facekeys.tracking`` and every wing below it (models come in as predictors, so
-the pure geometry needs nothing above ``facekeys.data``).
+May import: ``facekeys.tracking`` and every wing below it (models come in as predictors, so the
+pure geometry needs nothing above ``facekeys.data``); never ``facekeys.orchestration``.
 """

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
+
+from facekeys.errors import FacekeysError
 
 FILTER_DESCRIPTION = """\
 Find the faces of PHOTO with the model's calibrated detector, predict their keypoints and place
@@ -94,3 +97,75 @@ def run_filter(args: argparse.Namespace) -> int:
         args.source, args.out, overlay, load_predictor, lambda line: print(line, file=sys.stderr)
     )
     return 0
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a web page and JSON API to find faces and keypoints in photos",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Serve a web app on this machine: a page to upload a photo and see its faces, keypoints and a
+filter; POST /v1/keypoints (form field image -> JSON faces) and POST /v1/filter (fields image
+and overlay -> PNG). Only loopback hosts are accepted: the app has no authentication.
+Photos are recognised by content and capped in bytes and pixels; errors are one line of JSON
+with a 4xx status. See README.md, "Web app".
+
+Example:
+  facekeys serve --model models/youtube-faces-68 --samples ../shared/data/sample-images""",
+    )
+    p.add_argument(
+        "--model",
+        default="models:/facekeys-youtube-faces-68@champion",
+        help="registered model URI (default: models:/facekeys-youtube-faces-68@champion; store: "
+        "MLFLOW_TRACKING_URI, default ./mlflow.db), a trained model folder, an export folder or "
+        "an .onnx file; it must carry a face detector calibration",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="loopback address (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (8000)")
+    p.add_argument("--max-bytes", type=int, default=20_000_000, help="photo cap (20000000)")
+    p.add_argument(
+        "--max-pixels", type=int, default=40_000_000, help="width x height cap (40000000)"
+    )
+    p.add_argument("--samples", metavar="DIR", help="folder of photos the page offers to try")
+    p.add_argument(
+        "--overlays-dir",
+        help="folder of the built-in filter overlays (default: FACEKEYS_OVERLAYS_DIR, else "
+        "../shared/data/sample-images); without it the page offers no filter",
+    )
+    p.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        from facekeys.wild.web_serve import serve
+    except ImportError as exc:  # FastAPI and uvicorn come with the orchestration extra
+        raise FacekeysError(
+            f"{exc.name or exc}: not installed; pip install 'facekeys[orchestration]'"
+        ) from None
+    from facekeys.wild.web_uploads import UploadLimits
+
+    if args.max_bytes < 1 or args.max_pixels < 1 or not 0 <= args.port <= 65535:
+        raise FacekeysError("--max-bytes and --max-pixels must be >= 1, --port 0..65535")
+    limits = UploadLimits(max_bytes=args.max_bytes, max_pixels=args.max_pixels)
+    overlays = _built_in_overlays(args.overlays_dir)
+    serve(args.model, args.host, args.port, limits, samples_dir=args.samples, overlays=overlays)
+    return 0
+
+
+def _built_in_overlays(overlays_dir: str | None) -> dict[str, Any]:
+    """The built-in overlays found in the overlays folder. A folder named on the command line
+    must hold them all; where only the default is missing, the app serves without filters and
+    says so."""
+    import os
+
+    from facekeys.errors import FacekeysError
+    from facekeys.wild.overlays import BUILT_INS, OVERLAYS_DIR_VARIABLE, load_built_in
+
+    try:
+        return {name: load_built_in(name, overlays_dir) for name in BUILT_INS}
+    except FacekeysError as exc:
+        if overlays_dir or os.environ.get(OVERLAYS_DIR_VARIABLE):
+            raise
+        print(f"facekeys serve: no filters offered: {exc}", file=sys.stderr)
+        return {}

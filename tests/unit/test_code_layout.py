@@ -22,7 +22,7 @@ LAYERS = (
     "evaluation",
     "export",
     "tracking",
-    "wild",  # faces in the wild: filters on photos (and video)
+    "wild",  # facekeys/wild: photos, video, filters, web app
     "orchestration",
     "entry points",  # facekeys/cli.py, facekeys/stage_runner.py
 )
