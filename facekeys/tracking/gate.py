@@ -102,14 +102,19 @@ def gate_decision(
     """The decision against the reference, and the paired bootstrap where it was asked.
 
     Args:
-        reference_value: What the new version must beat (None: nothing comparable).
+        reference_value: What the new version must beat (None: nothing comparable, the new
+            version leads; NaN: not comparable, it does not).
         reference_note: How the reference was found, when it is not simply the champion's tag.
         paired_bootstrap: A call without arguments returning the paired bootstrap of the gain
             against the reference version, or None when there is none to run.
     """
     decision = decide(metric, value, reference_value, min_improvement)
     if reference_note:
-        decision = Decision(decision.alias, f"{reference_note}; {decision.reason}")
+        reason = decision.reason
+        if reference_value is None and decision.alias == CHAMPION:
+            # Not the first model: the note says why nothing could be compared with.
+            reason = f"{metric} {value:.6g} becomes the champion"
+        decision = Decision(decision.alias, f"{reference_note}; {reason}")
     noise = None
     if decision.alias == CHAMPION and paired_bootstrap is not None:
         noise = paired_bootstrap()
