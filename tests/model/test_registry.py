@@ -17,11 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeys.model.training import train
 from facekeys.tracking.gate import CHALLENGER, CHAMPION, decide
 from facekeys.tracking.registry import register_version
-from facekeys.tracking.runs import MlflowRun
-from tests.model.test_train import TINY
 
 
 @pytest.mark.parametrize(
@@ -38,19 +35,6 @@ from tests.model.test_train import TINY
 def test_gate_decisions(new, champion, alias, words):
     decision = decide("test.nme_mean", new, champion, min_improvement=0.0005)
     assert decision.alias == alias and words in decision.reason
-
-
-@pytest.fixture
-def logged_model(tiny_augmented, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run = MlflowRun(uri, "facekeys-test", params={}, tags={},
-                    artifact_root=(tmp_path / "artifacts").as_uri())  # fmt: skip
-    summary = train(tiny_augmented, tmp_path / "model", tmp_path / "ckpt.pt", TINY, logger=run)
-    (tmp_path / "h.csv").write_text("epoch\n1\n")
-    (tmp_path / "p.png").write_bytes(b"png")
-    model_uri = run.finish(summary, tmp_path / "model", tmp_path / "p.png", tmp_path / "h.csv")
-    return uri, model_uri, run.run_id
 
 
 def test_a_registered_model_loads_without_running_the_code_logged_beside_it(
