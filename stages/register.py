@@ -105,7 +105,9 @@ def _register(
     uri: str,
 ) -> None:
     split, _, key = gate.partition(".")
-    # Loading the model runs the code logged with it: its hash goes on the version.
+    # mlflow.pyfunc.load_model and `mlflow models serve` run the code logged with the model
+    # (`facekeys predict --model models:/...` reads only its networks): its hash goes on the
+    # version, so that a user of the former can check what they will run.
     tags["code_sha256"] = logged_code_sha256(uri, train["model_uri"])
     gate_data = evaluation_splits(dataset).get(split)
     own_split = held_out_split(read_card(Path("models") / dataset))
