@@ -22,7 +22,12 @@ from facekeys.evaluation.evaluate import SplitSource, evaluation_splits, score_m
 from facekeys.evaluation.metrics import gate_metric_function, paired_bootstrap_gain
 from facekeys.inference.predictor import KeypointPredictor, read_card
 from facekeys.stage_runner import dataset_arg, run_stage
-from facekeys.tracking.gate import GATE_DATA_TAG, Incomparable, check_scored_model
+from facekeys.tracking.gate import (
+    GATE_DATA_TAG,
+    Incomparable,
+    check_scored_model,
+    gate_setting,
+)
 from facekeys.tracking.mlflow_errors import mlflow_errors
 from facekeys.tracking.registered_models import logged_code_sha256, registered_model_dir
 from facekeys.tracking.registry import register_version
@@ -48,11 +53,11 @@ def split_digest(dataset: str) -> str:
 def main(params: dict[str, Any], argv: list[str]) -> None:
     dataset = dataset_arg(argv, params)
     section = params.get("register", {})
+    gate = str(_per_dataset(section, "gate_metric", dataset))
+    split, key = gate_setting(gate, dataset)
     metrics = Path("metrics") / dataset
     train = json.loads((metrics / "train.json").read_text(encoding="utf-8"))
     report = json.loads((metrics / "eval.json").read_text(encoding="utf-8"))
-    gate = str(_per_dataset(section, "gate_metric", dataset))
-    split, _, key = gate.partition(".")
     if not train.get("model_uri") or not train.get("run_id"):
         raise FacekeysError(f"metrics/{dataset}/train.json names no logged model; rerun train")
     check_scored_model(report, train, model_weights_sha256(Path("models") / dataset), dataset)
@@ -100,7 +105,9 @@ def _register(
     uri: str,
 ) -> None:
     split, _, key = gate.partition(".")
-    # Loading the model runs the code logged with it: its hash goes on the version.
+    # mlflow.pyfunc.load_model and `mlflow models serve` run the code logged with the model
+    # (`facekeys predict --model models:/...` reads only its networks): its hash goes on the
+    # version, so that a user of the former can check what they will run.
     tags["code_sha256"] = logged_code_sha256(uri, train["model_uri"])
     gate_data = evaluation_splits(dataset).get(split)
     own_split = held_out_split(read_card(Path("models") / dataset))

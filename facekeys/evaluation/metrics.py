@@ -150,8 +150,14 @@ def score(pred: np.ndarray, target: np.ndarray, fmt_name: str) -> dict[str, obje
     }
 
 
+# The keys of eval.json that the gate can decide on: those with a function that a paired
+# bootstrap can recompute on resampled images (``gate_metric_function``).
+GATE_METRIC_KEYS = ("nme_mean", "rmse_px", "kaggle_rmse_96px", "mean_error_px")
+
+
 def gate_metric_function(key: str, fmt_name: str) -> Any:
-    """``metric(pred, target) -> float`` for a gate key of ``eval.json`` (None if not one)."""
+    """``metric(pred, target) -> float`` for a gate key of ``eval.json`` (None if not one of
+    ``GATE_METRIC_KEYS``)."""
     pair = OUTER_EYE_CORNERS[fmt_name]
 
     def nme_mean(pred: np.ndarray, target: np.ndarray) -> float:
@@ -159,12 +165,8 @@ def gate_metric_function(key: str, fmt_name: str) -> Any:
         values = values[~np.isnan(values)]
         return float(values.mean()) if len(values) else float("nan")
 
-    return {
-        "nme_mean": nme_mean,
-        "rmse_px": rmse,
-        "kaggle_rmse_96px": rmse,
-        "mean_error_px": mean_point_error,
-    }.get(key)
+    functions = (nme_mean, rmse, rmse, mean_point_error)
+    return dict(zip(GATE_METRIC_KEYS, functions, strict=True)).get(key)
 
 
 def paired_bootstrap_gain(

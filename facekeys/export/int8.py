@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from facekeys.errors import FacekeysError
-from facekeys.evaluation.metrics import OUTER_EYE_CORNERS, nme_per_image
+from facekeys.evaluation.metrics import OUTER_EYE_CORNERS, nme_per_image, non_finite_points
 from facekeys.inference.predictor import StageModel, onnx_session, run_network
 
 
@@ -181,10 +181,18 @@ def check_int8(
     settings: Int8Settings,
     name: str,
 ) -> dict[str, Any]:
-    """NME on the labelled check crops, PyTorch against int8; raises above the allowed rise."""
+    """NME on the labelled check crops, PyTorch against int8; raises above the allowed rise, or
+    where the int8 network predicts a labelled point as NaN or infinity."""
     session = onnx_session(path)
     out = np.concatenate([run_network(session, x[i : i + 64]) for i in range(0, len(x), 64)])
     target = np.where(data.check_mask[..., None], data.check_points, np.nan)
+    failed = non_finite_points(out * stage.size, target)
+    if failed:
+        # Said as such: an NME rise of infinity would hide what went wrong.
+        raise FacekeysError(
+            f"export: {name} int8 network predicts NaN or infinity for {failed} labelled points "
+            "of the selection crops (set export.int8 to null to skip int8 files)"
+        )
     pair = OUTER_EYE_CORNERS[stage.card["format"]]
     nme = {
         label: float(np.nanmean(nme_per_image(points * stage.size, target, pair)))

@@ -1,8 +1,9 @@
 """The promotion gate's decision, apart from the registry calls: which alias a new version gets
 against a reference value, whether a promotion is beyond the noise of a paired bootstrap, which
 versions are comparable (same gate metric, same held-out data), the best existing version when
-there is no champion, the choice of ``@challenger``, the words of a reused version's reason, and
-the refusal of a score that belongs to another model. Lower metric values are better.
+there is no champion, the choice of ``@challenger``, the words of a reused version's reason, the
+refusal of a score that belongs to another model, and the check of the gate metric setting.
+Lower metric values are better.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from facekeys.errors import FacekeysError
+from facekeys.evaluation.metrics import GATE_METRIC_KEYS
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -21,6 +23,33 @@ GATE_TAG = "gate_metric_value"
 # The hash of the held-out data a version was scored on (``facekeys.data.labelled_images``'s
 # ``labelled_sha256``).
 GATE_DATA_TAG = "gate_data_sha256"
+
+
+# The split of eval.json the gate reads: the selection rows. The reported splits (test,
+# new_people) stay read by no choice, so that their numbers stay honest.
+GATE_SPLIT = "selection"
+
+
+def gate_setting(gate: str, dataset: str) -> tuple[str, str]:
+    """The split and key of a ``register.gate_metric`` setting (``selection.<key>``).
+
+    Raises:
+        FacekeysError: another split than the selection rows, or a key without a paired
+            bootstrap (``facekeys.evaluation.metrics.GATE_METRIC_KEYS``).
+    """
+    split, _, key = gate.partition(".")
+    setting = f"params.yaml: register.gate_metric for {dataset} is {gate!r}"
+    if split != GATE_SPLIT:
+        raise FacekeysError(
+            f"{setting}: the gate must read the {GATE_SPLIT} rows ({GATE_SPLIT}.<key>); the "
+            "reported splits (test, new_people) are read by no choice"
+        )
+    if key not in GATE_METRIC_KEYS:
+        raise FacekeysError(
+            f"{setting}: no paired bootstrap exists for {key!r}, so the gate could not tell a "
+            f"gain from noise; use one of {', '.join(GATE_METRIC_KEYS)}"
+        )
+    return split, key
 
 
 @dataclass(frozen=True)
@@ -102,14 +131,19 @@ def gate_decision(
     """The decision against the reference, and the paired bootstrap where it was asked.
 
     Args:
-        reference_value: What the new version must beat (None: nothing comparable).
+        reference_value: What the new version must beat (None: nothing comparable, the new
+            version leads; NaN: not comparable, it does not).
         reference_note: How the reference was found, when it is not simply the champion's tag.
         paired_bootstrap: A call without arguments returning the paired bootstrap of the gain
             against the reference version, or None when there is none to run.
     """
     decision = decide(metric, value, reference_value, min_improvement)
     if reference_note:
-        decision = Decision(decision.alias, f"{reference_note}; {decision.reason}")
+        reason = decision.reason
+        if reference_value is None and decision.alias == CHAMPION:
+            # Not the first model: the note says why nothing could be compared with.
+            reason = f"{metric} {value:.6g} becomes the champion"
+        decision = Decision(decision.alias, f"{reference_note}; {reason}")
     noise = None
     if decision.alias == CHAMPION and paired_bootstrap is not None:
         noise = paired_bootstrap()

@@ -77,8 +77,13 @@ def registered_model_dir(uri: str, version_uri: str, dest: str | os.PathLike[str
 
 
 def logged_code_sha256(uri: str, model_uri: str) -> str:
-    """A hash of the code logged with a model: what loading it will run (MLflow's models from
-    code), recorded on its version so that a user can check what they trust."""
+    """A hash of the code logged with a model (``*.py`` among its artifacts), recorded on its
+    version so that a user can check what they trust.
+
+    ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` run that code (MLflow's models from
+    code); ``facekeys predict --model models:/...`` never does: it reads only the logged networks
+    with this installation's code (``facekeys.tracking.model_specs``).
+    """
     import hashlib
     import tempfile
 

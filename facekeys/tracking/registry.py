@@ -5,8 +5,9 @@
 
 Uses registry aliases (MLflow 3), never the deprecated stages. One registered model per data set.
 
-Longer than 350 lines by a few: the steps the tests reach into (``_reference``, ``_alias_version``)
-stay beside ``register_version``, whose order of reads and writes they check.
+Longer than 350 lines: the steps the tests reach into (``_reference``, ``_alias_version``) stay
+beside ``register_version``, whose order of reads and writes they check (create the version, read
+the champion again, set the aliases, then describe the final decision).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from facekeys.tracking.gate import (
     best_challenger,
     best_comparable_version,
     comparable_value,
-    decide,
     gate_decision,
     reused_reason,
 )
@@ -53,15 +53,17 @@ def register_version(
     The new value is compared with the champion's only when both were scored with the same gate
     metric on the same data (tag ``gate_data_sha256``). Otherwise ``rescore`` (given the
     champion's ``models:/<name>/<version>`` URI) scores the champion again on this data;
-    without it the new version cannot be compared and stays a challenger. Without a champion
-    (never set, or its version deleted) the best comparable existing version is the reference.
-    ``@challenger`` names the best version scored like the champion that is not the champion; a
-    new version that is neither gets no alias and is loaded by its number.
+    without it the new version cannot be compared and stays a challenger; a champion whose
+    re-scored value is not finite loses to the new version. Without a champion (never set, or
+    its version deleted) the best comparable existing version is the reference. ``@challenger``
+    names the best version scored like the champion that is not the champion; a new version
+    that is neither gets no alias and is loaded by its number.
 
-    A version that beats the champion by the margin is promoted only when ``paired`` (given the
-    champion's URI: a paired bootstrap of the gain on the same images, see
+    A version that beats the reference by the margin is promoted only when ``paired`` (given the
+    reference version's URI: a paired bootstrap of the gain on the same images, see
     ``facekeys.evaluation.metrics.paired_bootstrap_gain``) puts the gain's lower confidence bound
-    above 0; the interval goes into the description and the record.
+    above 0; a champion found again just before the alias is set is judged the same way. The
+    final decision, with the interval, goes into the description and the record.
 
     Raises:
         FacekeysError: a non-finite value (such a model is never registered), or a registry error.
@@ -126,16 +128,23 @@ def _register(client: Any, request: _Request) -> dict[str, Any]:
         client, name, request.metric, request.gate_data, request.rescore, exclude=existing
     )
     decision, noise = _gate(request, reference)
-    version, decision = _hold_version(client, request, decision, existing)
+    version = _hold_version(client, request, decision.reason, existing)
     if decision.alias == CHAMPION:
-        decision, reference = _recheck_champion(client, request, existing, decision, reference)
+        (decision, noise), reference = _recheck_champion(
+            client, request, existing, (decision, noise), reference
+        )
     decision = _set_champion(client, name, decision, reference, version)
-    alias = _set_challenger(client, name, decision.alias, version)
+    alias, reason = _set_challenger(client, name, decision, version)
+    if existing is not None:
+        reason = reused_reason(existing, reason)
+    # The description holds the final decision: a champion found again just before the alias
+    # was set, or the alias given back to the best existing version, may have changed it.
+    client.update_model_version(name, version, description=reason)
     return {
         "registered_model": name,
         "version": int(version),
         "alias": alias,
-        "reason": decision.reason,
+        "reason": reason,
         "gate_metric": request.metric,
         "value": request.value,
         "min_improvement": request.min_improvement,
@@ -152,11 +161,14 @@ def _gate(request: _Request, reference: _Reference) -> tuple[Decision, dict[str,
     """The decision against the reference, and the paired bootstrap where it was asked."""
     bootstrap = None
     paired = request.paired
-    if reference.version is not None and paired is not None:
-        champion_uri = f"models:/{request.name}/{reference.version}"
+    # The version the new one must beat: the champion, or without one the best existing
+    # version, which must be beaten beyond the noise all the same.
+    against = reference.version or reference.best_existing
+    if against is not None and reference.value is not None and paired is not None:
+        reference_uri = f"models:/{request.name}/{against}"
 
         def bootstrap() -> dict[str, Any] | None:
-            return paired(champion_uri)
+            return paired(reference_uri)
 
     return gate_decision(
         request.metric,
@@ -168,42 +180,39 @@ def _gate(request: _Request, reference: _Reference) -> tuple[Decision, dict[str,
     )
 
 
-def _hold_version(
-    client: Any, request: _Request, decision: Decision, existing: str | None
-) -> tuple[str, Decision]:
-    """The number of the version that holds the model: a new one, or ``existing`` (registering
-    the same run's model again reuses its version: no duplicates) with its tags and description
-    updated; and the decision, saying so for a reused version."""
+def _hold_version(client: Any, request: _Request, reason: str, existing: str | None) -> str:
+    """The number of the version that holds the model: a new one (described by ``reason`` until
+    the final decision), or ``existing`` (registering the same run's model again reuses its
+    version: no duplicates) with its tags updated."""
     name = request.name
     version_tags = {**request.tags, **request.scored}
     if existing is None:
         version = create_version(
-            client, name, request.model_uri, request.run_id, version_tags, decision.reason
+            client, name, request.model_uri, request.run_id, version_tags, reason
         )
-        return str(version.version), decision
-    reason = reused_reason(existing, decision.reason)
+        return str(version.version)
     for key, tag in version_tags.items():
         client.set_model_version_tag(name, existing, key, tag)
-    version = client.update_model_version(name, existing, description=reason)
-    return str(version.version), Decision(decision.alias, reason)
+    return existing
 
 
 def _recheck_champion(
     client: Any,
     request: _Request,
     existing: str | None,
-    decision: Decision,
+    verdict: tuple[Decision, dict[str, Any] | None],
     reference: _Reference,
-) -> tuple[Decision, _Reference]:
+) -> tuple[tuple[Decision, dict[str, Any] | None], _Reference]:
     """Re-reads the champion just before a promotion: a champion set meanwhile by another
-    registration is compared with, not silently replaced."""
+    registration is compared with through the same gate (margin and paired bootstrap), not
+    silently replaced. Returns the decision with its bootstrap, and the reference."""
     now = _alias_version(client, request.name, CHAMPION)
     if now is None or now == reference.version:
-        return decision, reference
+        return verdict, reference
     again = _reference(
         client, request.name, request.metric, request.gate_data, request.rescore, exclude=existing
     )
-    return decide(request.metric, request.value, again.value, request.min_improvement), again
+    return _gate(request, again), again
 
 
 def _set_champion(
@@ -223,15 +232,19 @@ def _set_champion(
     return decision
 
 
-def _set_challenger(client: Any, name: str, alias: str, version: str) -> str | None:
+def _set_challenger(
+    client: Any, name: str, decision: Decision, version: str
+) -> tuple[str | None, str]:
     """Sets ``@challenger`` on the best version that is not the champion; returns the new
-    version's alias (None: worse than the current challenger, loaded by its number)."""
+    version's alias (None: not the best of those, loaded by its number) and the reason, which
+    says so."""
     challenger = _best_challenger(client, name)
     if challenger is not None:
         client.set_registered_model_alias(name, CHALLENGER, challenger)
-    if alias == CHALLENGER and challenger != version:
-        return None  # worse than the current challenger: no alias, loaded by version
-    return alias
+    if decision.alias == CHALLENGER and challenger != version:
+        held = f"@challenger is version {challenger}" if challenger else "no @challenger"
+        return None, f"{decision.reason}; {held}: no alias, loaded by its number"
+    return decision.alias, decision.reason
 
 
 def _record_of_reused(request: _Request, held: Any) -> dict[str, Any]:
@@ -287,8 +300,9 @@ def _reference(
     exclude: str | None = None,
 ) -> _Reference:
     """The champion's value where it was scored like the new version, else its value scored
-    again by ``rescore`` (NaN: not comparable); without a champion, the best comparable
-    existing version other than ``exclude``."""
+    again by ``rescore`` (NaN: not comparable; None: nothing to compare with, see
+    ``_rescored_reference``); without a champion, the best comparable existing version other
+    than ``exclude``."""
     champion = _alias_version(client, name, CHAMPION)
     if champion is None:
         versions = client.search_model_versions(f"name='{name}'")
@@ -322,7 +336,8 @@ def _rescored_reference(
     why: str,
 ) -> _Reference:
     """The champion (``current``, scored otherwise for the reason ``why``) scored again on this
-    data; a finite score is tagged on its version."""
+    data; a finite score is tagged on its version, a non-finite one leaves nothing to compare
+    with (value None)."""
     champion = str(current.version)
     outcome = rescore(f"models:/{name}/{champion}")
     if isinstance(outcome, Incomparable):
@@ -334,7 +349,9 @@ def _rescored_reference(
     rescored = float(outcome)
     note = f"the champion (version {champion}) was {why}: re-scored on this data, {rescored:.6g}"
     if not math.isfinite(rescored):
-        return _Reference(champion, math.nan, note)
+        # A champion that predicts nothing usable on this data cannot hold off a model that
+        # does: nothing to compare with, the finite newcomer wins.
+        return _Reference(champion, None, f"{note}, not finite: a finite score wins")
     # The champion now carries this score, so later versions compare without scoring it again
     # and @challenger can be chosen among versions scored like it.
     old = current.tags or {}

@@ -1,4 +1,5 @@
-"""Fixtures of the model tier: tiny two-network (first + refinement) data sets."""
+"""Fixtures of the model tier: tiny two-network (first + refinement) data sets, and a tiny model
+logged to a temporary MLflow store."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from facekeys.augment.dataset import augment_dataset
 from facekeys.augment.settings import AugmentSettings
 from tests.conftest import HEADER68, row68, synthetic_face_images, write_csv
+from tests.model.test_train import TINY
 
 
 @pytest.fixture
@@ -38,3 +40,21 @@ def two_stage(tmp_path: Path) -> dict:
     augment_dataset("youtube68", splits, tmp_path / "aug", first)
     augment_dataset("youtube68", splits, tmp_path / "aug" / "refine", refine)
     return {"dir": tmp_path, "folder": folder, "names": [r[0] for r in rows[32:]]}
+
+
+@pytest.fixture
+def logged_model(tiny_augmented, tmp_path, monkeypatch):
+    """A tiny model trained into ``tmp_path/model`` and logged to a temporary SQLite store:
+    the store's URI, the logged model's URI and its run id."""
+    from facekeys.model.training import train
+    from facekeys.tracking.runs import MlflowRun
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = MlflowRun(uri, "facekeys-test", params={}, tags={},
+                    artifact_root=(tmp_path / "artifacts").as_uri())  # fmt: skip
+    summary = train(tiny_augmented, tmp_path / "model", tmp_path / "ckpt.pt", TINY, logger=run)
+    (tmp_path / "h.csv").write_text("epoch\n1\n")
+    (tmp_path / "p.png").write_bytes(b"png")
+    model_uri = run.finish(summary, tmp_path / "model", tmp_path / "p.png", tmp_path / "h.csv")
+    return uri, model_uri, run.run_id

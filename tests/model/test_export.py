@@ -192,6 +192,52 @@ def test_int8_export_refuses_a_network_calibrated_on_blank_crops(two_stage, tmp_
                  int8_data={"first": data})  # fmt: skip
 
 
+def _nan_for_one_point(path, points_shape):
+    """Rewrites the ONNX file at ``path`` so that its output is NaN for the first point of every
+    crop (``points_shape``: one crop's output) and unchanged elsewhere."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    output = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = [f"{output}.before" if o == output else o for o in node.output]
+        node.input[:] = [f"{output}.before" if i == output else i for i in node.input]
+    nan = np.zeros((1, *points_shape), np.float32)
+    nan.reshape(-1)[0] = np.nan
+    graph.initializer.append(onnx.numpy_helper.from_array(nan, "nan_for_one_point"))
+    graph.node.append(
+        onnx.helper.make_node("Add", [f"{output}.before", "nan_for_one_point"], [output])
+    )
+    onnx.save(model, str(path))
+
+
+def test_int8_export_refuses_an_int8_network_that_predicts_nan(two_stage, tmp_path, monkeypatch):
+    """An int8 file that predicts one point of each crop as NaN (a broken quantisation) is
+    refused even under a limit that no NME rise reaches: a NaN point is a failure, never a point
+    left out of the NME."""
+    import facekeys.export.exporter as export
+
+    root = two_stage["dir"]
+    train(root / "aug", root / "model", root / "c1.pt", TINY)
+    quantize = export.quantize_network
+
+    def quantize_then_break(stage, folder, name, data, settings):
+        written = quantize(stage, folder, name, data, settings)
+        _nan_for_one_point(folder / written, data.check_points.shape[1:])
+        return written
+
+    monkeypatch.setattr(export, "quantize_network", quantize_then_break)
+    data = _int8_data(root)
+    crops = {"first": load_npz(root / "aug" / "test.npz")["images"]}
+    labelled = int(data["first"].check_mask[:, 0].sum())
+    assert labelled > 0
+    with pytest.raises(
+        FacekeysError,
+        match=rf"export: first int8 network predicts NaN or infinity for {labelled} labelled",
+    ):
+        export_model(root / "model", tmp_path / "export", crops, int8=INT8, int8_data=data)
+    assert not (tmp_path / "export").exists()
+
+
 def test_predict_cli_takes_the_int8_file(exported, tmp_path):
     two_stage, _card, _crops = exported
     int8_file = two_stage["dir"] / "model" / "export" / "first.int8.onnx"

@@ -17,11 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facekeys.model.training import train
 from facekeys.tracking.gate import CHALLENGER, CHAMPION, decide
 from facekeys.tracking.registry import register_version
-from facekeys.tracking.runs import MlflowRun
-from tests.model.test_train import TINY
 
 
 @pytest.mark.parametrize(
@@ -38,19 +35,6 @@ from tests.model.test_train import TINY
 def test_gate_decisions(new, champion, alias, words):
     decision = decide("test.nme_mean", new, champion, min_improvement=0.0005)
     assert decision.alias == alias and words in decision.reason
-
-
-@pytest.fixture
-def logged_model(tiny_augmented, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run = MlflowRun(uri, "facekeys-test", params={}, tags={},
-                    artifact_root=(tmp_path / "artifacts").as_uri())  # fmt: skip
-    summary = train(tiny_augmented, tmp_path / "model", tmp_path / "ckpt.pt", TINY, logger=run)
-    (tmp_path / "h.csv").write_text("epoch\n1\n")
-    (tmp_path / "p.png").write_bytes(b"png")
-    model_uri = run.finish(summary, tmp_path / "model", tmp_path / "p.png", tmp_path / "h.csv")
-    return uri, model_uri, run.run_id
 
 
 def test_a_registered_model_loads_without_running_the_code_logged_beside_it(
@@ -241,18 +225,8 @@ def test_the_gate_compares_like_with_like_and_keeps_a_champion(logged_model, mon
     assert aliases()[CHAMPION] == "4"
 
     # Two registrations at once: this one read "no champion" before the other set one.
-    register(0.04, name="facekeys-race")  # v1 champion
-    real = registry._reference
-    calls = []
-
-    def stale_first(*args, **kwargs):
-        calls.append(1)
-        return registry._Reference(None, None) if len(calls) == 1 else real(*args, **kwargs)
-
-    monkeypatch.setattr(registry, "_reference", stale_first)
-    late = register(0.05, name="facekeys-race")
+    late = _register_in_a_race(logged_model, monkeypatch, "facekeys-race", 0.06, paired=None)
     assert late["alias"] == CHALLENGER and aliases("facekeys-race")[CHAMPION] == "1"
-    assert len(calls) == 2, "the champion was not read again before the alias was set"
 
 
 def test_an_evaluation_of_another_model_is_refused():
@@ -289,14 +263,18 @@ def test_the_code_a_model_runs_is_hashed(logged_model):
         logged_code_sha256(uri, "models:/m-0000000000000000000000000000dead")
 
 
+def _noise(low: float) -> dict:
+    """A paired bootstrap's result whose one-sided lower bound of the gain is ``low``."""
+    return {"gain": 0.01, "low": low, "high": 0.02, "clusters": 9, "confidence": 0.95,
+            "draws": 100}  # fmt: skip
+
+
 def test_a_gain_within_the_noise_does_not_crown(logged_model):
     uri, model_uri, run_id = logged_model
 
     def register(value, low):
-        noise = {"gain": 0.01, "low": low, "high": 0.02, "clusters": 9, "confidence": 0.95,
-                 "draws": 100}  # fmt: skip
         return register_version(uri, "facekeys-noise", model_uri, run_id, "test.nme_mean", value,
-                                0.0005, {}, paired=lambda u: noise)  # fmt: skip
+                                0.0005, {}, paired=lambda u: _noise(low))  # fmt: skip
 
     assert register(0.05, -1.0)["alias"] == CHAMPION  # first model: nothing to compare with
     within = register(0.04, -0.001)
@@ -304,3 +282,148 @@ def test_a_gain_within_the_noise_does_not_crown(logged_model):
     assert within["paired_bootstrap"]["low"] == -0.001
     beyond = register(0.04, 0.002)
     assert beyond["alias"] == CHAMPION and "lower bound 0.002" in beyond["reason"]
+
+
+def _client_and_aliases(uri):
+    import mlflow
+
+    import facekeys.tracking.registry as registry
+
+    client = mlflow.tracking.MlflowClient(uri, registry_uri=uri)
+
+    def aliases(name):
+        return {a: registry._alias_version(client, name, a) for a in (CHAMPION, CHALLENGER)}
+
+    return client, aliases
+
+
+def test_without_a_champion_the_best_version_is_beaten_only_beyond_the_noise(logged_model):
+    """The champion's version deleted: the best remaining version is the reference, and a gain
+    over it within the noise of the paired bootstrap does not crown the newcomer."""
+    uri, model_uri, run_id = logged_model
+    client, aliases = _client_and_aliases(uri)
+    asked = []
+
+    def register(value, paired=None):
+        return register_version(uri, "facekeys-deleted", model_uri, run_id, "test.nme_mean",
+                                value, 0.0005, {}, paired=paired)  # fmt: skip
+
+    register(0.06)  # v1
+    register(0.05)  # v2, the champion
+    client.delete_model_version("facekeys-deleted", "2")
+    within = register(0.04, paired=lambda u: asked.append(u) or _noise(-0.001))  # v3
+
+    assert asked == ["models:/facekeys-deleted/1"], "not compared with the best version left"
+    assert within["alias"] == CHALLENGER and "not beyond noise" in within["reason"]
+    assert "version 1 is @champion" in within["reason"]
+    assert within["paired_bootstrap"]["low"] == -0.001
+    assert aliases("facekeys-deleted") == {CHAMPION: "1", CHALLENGER: "3"}
+
+
+def _register_in_a_race(logged_model, monkeypatch, name, value, paired):
+    """Registers ``value`` under ``name`` (whose champion, 0.05, is version 1) as if another
+    registration had set that champion after this one first read "no champion"."""
+    import facekeys.tracking.registry as registry
+
+    uri, model_uri, run_id = logged_model
+    register_version(uri, name, model_uri, run_id, "test.nme_mean", 0.05, 0.0005, {})
+    real = registry._reference
+    calls = []
+
+    def stale_first(*args, **kwargs):
+        calls.append(1)
+        return registry._Reference(None, None) if len(calls) == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "_reference", stale_first)
+    record = register_version(uri, name, model_uri, run_id, "test.nme_mean", value, 0.0005, {},
+                              paired=paired)  # fmt: skip
+    assert len(calls) == 2, "the champion was not read again before the alias was set"
+    return record
+
+
+def test_a_champion_found_again_is_beaten_only_beyond_the_noise(logged_model, monkeypatch):
+    asked = []
+    late = _register_in_a_race(logged_model, monkeypatch, "facekeys-race-noise", 0.04,
+                               paired=lambda u: asked.append(u) or _noise(-0.001))  # fmt: skip
+
+    # 0.04 beats the champion's 0.05 by more than the margin, but within the noise.
+    assert asked == ["models:/facekeys-race-noise/1"]
+    assert late["alias"] == CHALLENGER and "not beyond noise" in late["reason"]
+    assert late["paired_bootstrap"]["low"] == -0.001
+    _, aliases = _client_and_aliases(logged_model[0])
+    assert aliases("facekeys-race-noise") == {CHAMPION: "1", CHALLENGER: "2"}
+
+
+def test_the_description_states_the_final_decision(logged_model, monkeypatch):
+    uri, model_uri, run_id = logged_model
+    client, _ = _client_and_aliases(uri)
+    # First read "no champion" ("first model"), then the champion found again: the decision
+    # changed after the version was created.
+    late = _register_in_a_race(logged_model, monkeypatch, "facekeys-described", 0.04,
+                               paired=lambda u: _noise(-0.001))  # fmt: skip
+    description = client.get_model_version("facekeys-described", "2").description
+    assert description == late["reason"]
+    assert "first model" not in description and "not beyond noise" in description
+    assert "paired bootstrap over 9 groups of images" in description
+    assert "lower bound -0.001" in description
+
+    # A loser worse than @challenger: its description says it got no alias.
+    worse = register_version(uri, "facekeys-described", model_uri, run_id, "test.nme_mean",
+                             0.06, 0.0005, {})  # fmt: skip
+    assert worse["alias"] is None
+    assert client.get_model_version("facekeys-described", "3").description == worse["reason"]
+    assert worse["reason"].endswith("@challenger is version 2: no alias, loaded by its number")
+
+
+def test_a_changed_gate_metric_rescores_and_retags_the_champion(logged_model):
+    from facekeys.tracking.gate import GATE_DATA_TAG, GATE_TAG
+
+    uri, model_uri, run_id = logged_model
+    client, aliases = _client_and_aliases(uri)
+
+    def register(metric, value, rescore=None):
+        return register_version(uri, "facekeys-metric", model_uri, run_id, metric, value, 0.0005,
+                                {GATE_DATA_TAG: "A"}, rescore=rescore)  # fmt: skip
+
+    register("test.nme_mean", 0.05)  # v1, the champion
+    scored = []
+    kept = register("selection.nme_mean", 0.07, lambda u: scored.append(u) or 0.06)  # v2
+
+    assert scored == ["models:/facekeys-metric/1"]
+    reason = kept["reason"]
+    assert "(version 1) was gated on 'test.nme_mean': re-scored on this data, 0.06" in reason
+    assert kept["alias"] == CHALLENGER and "worse than the champion's 0.06" in reason
+    tags = client.get_model_version("facekeys-metric", "1").tags
+    assert (tags["gate_metric"], float(tags[GATE_TAG])) == ("selection.nme_mean", 0.06)
+    assert tags["gate_previous"] == "test.nme_mean=0.05 on A"
+    assert aliases("facekeys-metric") == {CHAMPION: "1", CHALLENGER: "2"}
+    # Scored on the new metric now: compared by its tags, without scoring it again.
+    better = register("selection.nme_mean", 0.05, lambda u: pytest.fail("scored again"))  # v3
+    assert better["alias"] == CHAMPION and better["previous_champion_value"] == 0.06
+    assert aliases("facekeys-metric") == {CHAMPION: "3", CHALLENGER: "1"}
+
+
+@pytest.mark.parametrize("rescored", [float("nan"), float("inf")])
+def test_a_champion_without_a_finite_score_on_new_data_loses(logged_model, rescored):
+    from facekeys.tracking.gate import GATE_DATA_TAG
+
+    uri, model_uri, run_id = logged_model
+    client, aliases = _client_and_aliases(uri)
+
+    def register(value, data, **gate):
+        return register_version(uri, "facekeys-nonfinite", model_uri, run_id, "test.nme_mean",
+                                value, 0.0005, {GATE_DATA_TAG: data}, **gate)  # fmt: skip
+
+    register(0.05, "A")  # v1, the champion
+    newcomer = register(
+        0.2,
+        "B",
+        rescore=lambda u: rescored,
+        paired=lambda u: pytest.fail("compared with a non-finite champion"),
+    )
+
+    assert newcomer["alias"] == CHAMPION and newcomer["previous_champion_version"] == 1
+    assert "not finite: a finite score wins" in newcomer["reason"]
+    assert "first model" not in newcomer["reason"]
+    assert aliases("facekeys-nonfinite")[CHAMPION] == "2"
+    assert client.get_model_version("facekeys-nonfinite", "1").tags[GATE_DATA_TAG] == "A"
