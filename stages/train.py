@@ -43,8 +43,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     refine_settings = TrainSettings.refine_from_params(section) if has_refine else None
 
     # Minutes of training must not end on a folder that cannot be written.
-    for output in ("metrics", "models"):
-        check_writable(Path(output) / dataset / "train.json")
+    for path in ("metrics/{}/train.json", "metrics/{}/headline/train.json", "models/{}/model.pt"):
+        check_writable(path.format(dataset))
     uri = default_tracking_uri(".")
     try:
         check_reachable(uri, setting="train.mlflow.required")
