@@ -39,25 +39,10 @@ def load_any_model(spec: str) -> KeypointPredictor:
     )
 
 
-def local_store_path(uri: str) -> Path | None:
-    """The file or folder of a local MLflow store URI (``sqlite:///``, ``file:``, a plain path);
-    None for a server or an in-memory database."""
-    from urllib.parse import unquote, urlparse
-
-    if uri.startswith("sqlite:///"):
-        return Path(unquote(uri.removeprefix("sqlite:///").split("?", 1)[0]))
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if not parsed.scheme or len(parsed.scheme) == 1:  # a plain path (or a drive letter)
-        return Path(uri)
-    return None
-
-
 def _load_registered(uri: str) -> KeypointPredictor:
     """The predictor inside a logged facekeys MLflow model (same networks, same path)."""
     from facekeys.errors import FacekeysError
-    from facekeys.tracking.mlflow_errors import bound_mlflow_http, mlflow_cause
+    from facekeys.tracking.mlflow_errors import bound_mlflow_http, local_store_path, mlflow_cause
     from facekeys.tracking.stores import default_tracking_uri
 
     tracking = default_tracking_uri(".")

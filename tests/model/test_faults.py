@@ -10,8 +10,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -179,6 +181,26 @@ def test_a_read_only_store_is_named_as_read_only(tmp_path):
         MlflowRun(uri, "facekeys-new", {}, {}, (tmp_path / "a").as_uri())
     message = str(caught.value)
     assert "\n" not in message and "read-only" in message, message
+
+
+def test_a_store_in_a_folder_that_cannot_be_written_is_named_as_read_only(tmp_path, monkeypatch):
+    # /sys stands in for a read-only folder: root, who runs these tests in containers, ignores
+    # chmod, and cannot create files in sysfs.
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("no sysfs here to stand in for a read-only folder")
+    try:
+        with tempfile.TemporaryFile(dir="/sys"):
+            pytest.skip("this machine lets the process create files in /sys")
+    except OSError:
+        pass
+    # MLflow tries to open a store 10 times over 100 s before it gives up: once is enough here.
+    monkeypatch.setattr("mlflow.store.db.utils.MAX_RETRY_COUNT", 1)
+    uri = "sqlite:////sys/mlflow.db"
+    with pytest.raises(FacekeysError) as caught, mlflow_errors(uri):
+        MlflowRun(uri, "facekeys-new", {}, {}, (tmp_path / "a").as_uri())
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"MLflow store {uri}: the store's folder /sys is read-only"), message
 
 
 def test_an_experiment_in_a_temporary_copy_registers_in_the_workspace_store(tmp_path):
