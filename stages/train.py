@@ -11,7 +11,7 @@ from typing import Any
 
 from facekeys.data.atomic_files import atomic_file, check_writable, sha256_file, write_json
 from facekeys.errors import FacekeysError
-from facekeys.model.checkpoints import publish_model
+from facekeys.model.checkpoints import name_partner, publish_model
 from facekeys.model.settings import TrainSettings
 from facekeys.model.training import train
 from facekeys.model.training_log import PrefixedLogger, write_history_csv
@@ -163,6 +163,7 @@ def _train_networks(
         logger=PrefixedLogger(run, "refine.", summary["run_id"]),
         keep_finished_checkpoint=True,
     )
+    name_partner(staging)
     offset = len(history)
     history += [
         row | {"epoch": row["epoch"] + offset, "stage": "refine"} for row in refine.pop("history")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from facekeys.data.atomic_files import sha256_file
 from facekeys.errors import FacekeysError
 from facekeys.inference.predictor import KeypointPredictor
 from tests.tinyproject import dvc, free_port, kill_when, make_project
@@ -118,6 +119,7 @@ def test_a_kill_while_publishing_leaves_a_folder_predict_refuses_and_a_rerun_com
     assert "epoch 1/" not in again.stderr
     predictor = KeypointPredictor.from_dir(model_dir)
     assert predictor.refine is not None
+    assert predictor.card["refine_sha256"] == sha256_file(model_dir / "refine" / "model.pt")
     rebuilt = torch.load(model_dir / "refine" / "model.pt", weights_only=True)
     assert rebuilt.keys() == published_refine.keys()
     assert all(torch.equal(rebuilt[k], published_refine[k]) for k in rebuilt)
