@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facekeys.data.atomic_files import write_json
+from facekeys.data.atomic_files import check_writable, write_json
 from facekeys.data.dataset_layout import DATASETS
 from facekeys.evaluation.evaluate import evaluate_model, evaluation_splits
 from facekeys.stage_runner import dataset_arg, run_stage
@@ -50,8 +50,20 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         "gallery_png": metrics / "eval_gallery.png",
     }
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    # The evaluation must not end on an output that cannot be written or a server that is
+    # not there: both are found now, before the model is run on every split.
+    for path in [*out.values(), metrics / "headline" / "evaluate.json"]:
+        check_writable(path)
     trained = json.loads((metrics / "train.json").read_text(encoding="utf-8"))
     run_id = trained.get("run_id")
+    uri = None
+    if run_id and section.get("log_to_mlflow", True):
+        uri = resolve_tracking_uri(
+            section.get("mlflow_required", True),
+            log,
+            recorded_server(trained.get("tracking_uri")),
+            setting="evaluate.mlflow_required",
+        )
     report = evaluate_model(
         Path("models") / dataset,
         list(evaluation_splits(dataset).values()),
@@ -66,13 +78,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         test_people=DATASETS[dataset].test_people,
     )
     write_json(metrics / "headline" / "evaluate.json", headline(report))
-    if run_id and section.get("log_to_mlflow", True):
-        uri = resolve_tracking_uri(
-            section.get("mlflow_required", True),
-            log,
-            recorded_server(trained.get("tracking_uri")),
-            setting="evaluate.mlflow_required",
-        )
+    if uri is not None:
         numbers = flat_metrics("eval", {k: v for k, v in report.items() if isinstance(v, dict)})
         with mlflow_errors(uri):
             log_to_run(uri, run_id, numbers, [p for p in out.values() if p.is_file()])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from facekeys.augment.identity_split import held_out_split, identity_of
-from facekeys.data.atomic_files import atomic_file, write_json
+from facekeys.data.atomic_files import atomic_file, check_writable, write_json
 from facekeys.data.labelled_images import load_labelled
 from facekeys.errors import FacekeysError
 from facekeys.evaluation.evaluate import SplitSource, evaluation_splits, score_model_on
@@ -56,6 +56,10 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     gate = str(_per_dataset(section, "gate_metric", dataset))
     split, key = gate_setting(gate, dataset)
     metrics = Path("metrics") / dataset
+    # The registry changes before these are written: a folder that cannot take them is found
+    # now, not after a version was registered that no file then records.
+    for name in ("register.json", "headline/register.json", "register.log"):
+        check_writable(metrics / name)
     train = json.loads((metrics / "train.json").read_text(encoding="utf-8"))
     report = json.loads((metrics / "eval.json").read_text(encoding="utf-8"))
     if not train.get("model_uri") or not train.get("run_id"):

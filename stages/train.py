@@ -11,7 +11,7 @@ from typing import Any
 
 from facekeys.data.atomic_files import atomic_file, check_writable, sha256_file, write_json
 from facekeys.errors import FacekeysError
-from facekeys.model.checkpoints import publish_model
+from facekeys.model.checkpoints import name_partner, publish_model
 from facekeys.model.settings import TrainSettings
 from facekeys.model.training import train
 from facekeys.model.training_log import PrefixedLogger, write_history_csv
@@ -43,8 +43,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     refine_settings = TrainSettings.refine_from_params(section) if has_refine else None
 
     # Minutes of training must not end on a folder that cannot be written.
-    for output in ("metrics", "models"):
-        check_writable(Path(output) / dataset / "train.json")
+    for path in ("metrics/{}/train.json", "metrics/{}/headline/train.json", "models/{}/model.pt"):
+        check_writable(path.format(dataset))
     uri = default_tracking_uri(".")
     try:
         check_reachable(uri, setting="train.mlflow.required")
@@ -163,6 +163,7 @@ def _train_networks(
         logger=PrefixedLogger(run, "refine.", summary["run_id"]),
         keep_finished_checkpoint=True,
     )
+    name_partner(staging)
     offset = len(history)
     history += [
         row | {"epoch": row["epoch"] + offset, "stage": "refine"} for row in refine.pop("history")

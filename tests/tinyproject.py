@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -159,3 +161,20 @@ def exported(stdout: str) -> dict[str, str]:
 def dvc(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """Runs ``dvc ARGS`` in ``work`` with this interpreter's DVC."""
     return _python_module("dvc", work, args, env, 600)
+
+
+def kill_when(
+    command: list[str], work: Path, env: dict[str, str], marker: Path, timeout: float = 300
+) -> str:
+    """Runs ``command`` in ``work`` and kills it with SIGKILL as soon as ``marker`` exists (or
+    when it ended by itself, or after ``timeout`` seconds).
+
+    Returns:
+        Its stderr, for the message of a test whose kill point was never reached.
+    """
+    process = subprocess.Popen(command, cwd=work, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    return process.communicate()[1]

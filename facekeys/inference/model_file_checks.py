@@ -20,6 +20,7 @@ _CARD_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "heatmap_stride": ((int,), False),
     "stem_block": ((bool,), False),
     "label_pixel_offset": ((int, float), False),
+    "refine_sha256": ((str,), False),
     "input": ((dict,), True),
     "input.channels": ((int,), True),
     "input.size": ((int,), True),

@@ -91,6 +91,32 @@ class StageModel:
         return np.concatenate(out)
 
 
+def check_partner(model_dir: Path, card: dict[str, Any]) -> None:
+    """Refuses a refinement network other than the one the first network's card names (a
+    folder assembled by hand from two trainings); cards from before ``refine_sha256`` pass.
+
+    Raises:
+        FacekeysError: One line naming ``refine/model.pt``: missing, or another network.
+    """
+    from facekeys.data.atomic_files import sha256_file
+    from facekeys.errors import FacekeysError
+
+    expected = card.get("refine_sha256")
+    partner = model_dir / "refine" / "model.pt"
+    if expected is None:
+        return
+    if not partner.is_file():
+        raise FacekeysError(
+            f"{partner}: missing, though {model_dir / 'model.json'} names it; copy or train the "
+            "whole model folder again"
+        )
+    if sha256_file(partner) != expected:
+        raise FacekeysError(
+            f"{partner}: not the refinement network {model_dir / 'model.json'} was trained with "
+            "(another sha256); copy or train the whole model folder again"
+        )
+
+
 def load_stage(folder: str | os.PathLike[str]) -> StageModel:
     """One network of a model folder: ``folder/model.json`` (checked) and ``folder/model.pt``.
 
@@ -170,6 +196,7 @@ class KeypointPredictor:
         """
         model_dir = Path(model_dir)
         first = load_stage(model_dir)
+        check_partner(model_dir, first.card)
         refine = None
         if (model_dir / "refine" / "model.pt").is_file():
             refine = load_stage(model_dir / "refine")

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from facekeys.data.atomic_files import atomic_file, write_json
+from facekeys.data.atomic_files import atomic_file, sha256_file, write_json
 from facekeys.data.keypoint_formats import FORMATS
 from facekeys.model.networks import build_model
 
@@ -49,6 +49,15 @@ def write_model_folder(
     with atomic_file(out_dir / "model.pt", "wb") as handle:
         torch.save({k: v.cpu() for k, v in best_state.items()}, handle)
     write_json(out_dir / "model.json", model_card)
+
+
+def name_partner(model_dir: str | os.PathLike[str]) -> None:
+    """Records the hash of ``model_dir/refine/model.pt`` on the first network's card
+    (``refine_sha256``), so that loading refuses a folder assembled from two trainings."""
+    card_path = Path(model_dir) / "model.json"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card["refine_sha256"] = sha256_file(Path(model_dir) / "refine" / "model.pt")
+    write_json(card_path, card)
 
 
 def load_model(model_dir: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 from facekeys.errors import FacekeysError
 
@@ -52,7 +54,29 @@ def mlflow_failure(uri: str, exc: BaseException) -> str | None:
     module = type(exc).__module__
     if not module.startswith(("mlflow", "requests", "urllib3", "sqlalchemy", "sqlite3")):
         return None
-    return f"MLflow store {uri}: {mlflow_cause(exc)}"
+    cause = None
+    if "unable to open database file" in str(exc).lower():
+        cause = _unopenable_store(uri)
+    return f"MLflow store {uri}: {cause or mlflow_cause(exc)}"
+
+
+def _unopenable_store(uri: str) -> str | None:
+    """Why SQLite cannot open a local store's database file where its folder tells: no file can
+    be created in it (a read-only folder or mount: SQLite needs its journal beside the
+    database); None otherwise (MLflow creates a missing folder itself)."""
+    path = local_store_path(uri)
+    if path is None or not path.parent.is_dir():
+        return None
+    folder = path.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return (
+            f"the store's folder {folder} is read-only or not writable ({exc.strerror}); SQLite "
+            "needs to create its journal there"
+        )
+    return None
 
 
 def mlflow_cause(exc: BaseException) -> str:
@@ -92,3 +116,18 @@ def mlflow_errors(uri: str) -> Iterator[None]:
         if line is None:
             raise
         raise FacekeysError(line) from None
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The file or folder of a local MLflow store URI (``sqlite:///``, ``file:``, a plain path);
+    None for a server or an in-memory database."""
+    from urllib.parse import unquote, urlparse
+
+    if uri.startswith("sqlite:///"):
+        return Path(unquote(uri.removeprefix("sqlite:///").split("?", 1)[0]))
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if not parsed.scheme or len(parsed.scheme) == 1:  # a plain path (or a drive letter)
+        return Path(uri)
+    return None

@@ -39,24 +39,10 @@ def load_any_model(spec: str) -> KeypointPredictor:
     )
 
 
-def local_store_path(uri: str) -> Path | None:
-    """The file or folder of a local MLflow store URI (``sqlite:///``, ``file:``, a plain path);
-    None for a server or an in-memory database."""
-    from urllib.parse import unquote, urlparse
-
-    if uri.startswith("sqlite:///"):
-        return Path(unquote(uri.removeprefix("sqlite:///").split("?", 1)[0]))
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if not parsed.scheme or len(parsed.scheme) == 1:  # a plain path (or a drive letter)
-        return Path(uri)
-    return None
-
-
 def _load_registered(uri: str) -> KeypointPredictor:
     """The predictor inside a logged facekeys MLflow model (same networks, same path)."""
     from facekeys.errors import FacekeysError
+    from facekeys.tracking.mlflow_errors import bound_mlflow_http, local_store_path, mlflow_cause
     from facekeys.tracking.stores import default_tracking_uri
 
     tracking = default_tracking_uri(".")
@@ -70,8 +56,10 @@ def _load_registered(uri: str) -> KeypointPredictor:
                 f"{uri}: no MLflow store at {local} (run in the project folder, or set "
                 "MLFLOW_TRACKING_URI)"
             )
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # A server that accepts connections but never answers fails within the bound instead of
+    # MLflow's own 120 s per try; no retries, as one user waits on one command.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    bound_mlflow_http()
     import tempfile
 
     import mlflow
@@ -87,8 +75,8 @@ def _load_registered(uri: str) -> KeypointPredictor:
             with mlflow_uris(tracking, registry):
                 root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         except (MlflowException, OSError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise FacekeysError(f"{uri}: cannot load from {tracking}: {reason}") from None
+            cause = mlflow_cause(exc)
+            raise FacekeysError(f"{uri}: cannot load from {tracking}: {cause}") from None
         networks = _logged_networks(root)
         if networks is None:
             raise FacekeysError(f"{uri}: not a facekeys keypoint model")

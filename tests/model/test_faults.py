@@ -6,13 +6,14 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,7 @@ from facekeys.tracking.gate import CHAMPION
 from facekeys.tracking.mlflow_errors import mlflow_errors
 from facekeys.tracking.registry import register_version
 from facekeys.tracking.runs import HOST_TAG, PID_TAG, MlflowRun
-from tests.tinyproject import dvc, make_project
+from tests.tinyproject import dvc, kill_when, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +32,10 @@ def test_a_kill_after_training_retrains_nothing_and_leaves_no_running_run(tmp_pa
     prepared = dvc(work, env, "repro", "augment@youtube-faces-68")
     assert prepared.returncode == 0, prepared.stderr[-2000:]
     command = [sys.executable, "stages/train.py", "youtube-faces-68"]
-    process = subprocess.Popen(command, cwd=work, env=env, stderr=subprocess.PIPE, text=True)
     # Both networks are trained once the history is written; the model is being logged and
     # published: the last seconds of the stage.
     history = work / "metrics/youtube-faces-68/train_history.csv"
-    deadline = time.monotonic() + 300
-    while not history.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    _, output = process.communicate()
+    output = kill_when(command, work, env, history)
     assert history.exists(), f"training ended before the kill point: {output[-2000:]}"
     assert not (work / "models/youtube-faces-68/model.pt").exists(), "published before the kill"
 
@@ -187,6 +183,26 @@ def test_a_read_only_store_is_named_as_read_only(tmp_path):
     assert "\n" not in message and "read-only" in message, message
 
 
+def test_a_store_in_a_folder_that_cannot_be_written_is_named_as_read_only(tmp_path, monkeypatch):
+    # /sys stands in for a read-only folder: root, who runs these tests in containers, ignores
+    # chmod, and cannot create files in sysfs.
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("no sysfs here to stand in for a read-only folder")
+    try:
+        with tempfile.TemporaryFile(dir="/sys"):
+            pytest.skip("this machine lets the process create files in /sys")
+    except OSError:
+        pass
+    # MLflow tries to open a store 10 times over 100 s before it gives up: once is enough here.
+    monkeypatch.setattr("mlflow.store.db.utils.MAX_RETRY_COUNT", 1)
+    uri = "sqlite:////sys/mlflow.db"
+    with pytest.raises(FacekeysError) as caught, mlflow_errors(uri):
+        MlflowRun(uri, "facekeys-new", {}, {}, (tmp_path / "a").as_uri())
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"MLflow store {uri}: the store's folder /sys is read-only"), message
+
+
 def test_an_experiment_in_a_temporary_copy_registers_in_the_workspace_store(tmp_path):
     """`dvc exp run --temp` runs in .dvc/tmp/exps/<run>/: without MLFLOW_TRACKING_URI the
     stages still log and register into the workspace's own mlflow.db, not a throwaway one."""
@@ -201,3 +217,39 @@ def test_an_experiment_in_a_temporary_copy_registers_in_the_workspace_store(tmp_
     assert [int(v.version) for v in versions] == [1]
     assert not list((work / ".dvc").rglob("mlflow.db"))
     assert (work / "params.yaml").read_text().count("epochs: 2") >= 1  # the workspace unchanged
+
+
+def test_predict_from_a_server_that_hangs_fails_in_one_line_within_the_bound(
+    tmp_path, monkeypatch, capsys
+):
+    from facekeys.cli import main
+    from facekeys.tracking import mlflow_errors as bounds
+    from tests.model.test_predict import photos_with
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HangsAfterHealth)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for name in (*bounds.MLFLOW_HTTP_DEFAULTS, "MLFLOW_REGISTRY_URI", "MLFLOW_DISABLE_TELEMETRY"):
+        monkeypatch.delenv(name, raising=False)
+    # The environment sets no bound, so only the one predict applies holds: the defaults it
+    # applies, shortened to 1 s here (MLflow's own would wait 120 s).
+    monkeypatch.setattr(
+        bounds, "MLFLOW_HTTP_DEFAULTS",
+        {**bounds.MLFLOW_HTTP_DEFAULTS, "MLFLOW_HTTP_REQUEST_TIMEOUT": "1"},
+    )  # fmt: skip
+    photos = photos_with(tmp_path / "photos")
+    spec = "models:/facekeys-hang@champion"
+    started = time.monotonic()
+    try:
+        status = main(["predict", str(photos), "--model", spec, "--out", str(tmp_path / "p.csv")])
+    finally:
+        server.shutdown()
+
+    assert time.monotonic() - started < 10
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"facekeys predict: error: {spec}: cannot load from {uri}: "), err
+    assert "no answer within 1 s" in err

@@ -4,6 +4,7 @@ original pixels, and a stage rerun that does not train a finished model again.""
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -142,3 +143,28 @@ def test_refine_data_refuses_partly_labelled_rows(tiny_kaggle, tmp_path):
         "points (set augment.refine.<dataset> to null for kaggle15)"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_refinement_network_from_another_training_is_refused(two_stage):
+    import shutil
+
+    import torch
+
+    from facekeys.model.checkpoints import name_partner
+
+    root = two_stage["dir"]
+    train(root / "aug", root / "model", root / "c1.pt", TINY)
+    train(root / "aug" / "refine", root / "model" / "refine", root / "c2.pt", TINY)
+    name_partner(root / "model")
+    assert KeypointPredictor.from_dir(root / "model").refine is not None
+    partner = root / "model" / "refine" / "model.pt"
+    # Another training's refinement network: the same layers, other weights.
+    state = torch.load(partner, weights_only=True)
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, partner)
+
+    named = re.escape(str(partner))
+    with pytest.raises(FacekeysError, match=rf"^{named}: not the refinement network .*model\.json"):
+        KeypointPredictor.from_dir(root / "model")
+    shutil.rmtree(partner.parent)
+    with pytest.raises(FacekeysError, match=rf"^{named}: missing, though .*model\.json names it"):
+        KeypointPredictor.from_dir(root / "model")
