@@ -22,6 +22,7 @@ LAYERS = (
     "evaluation",
     "export",
     "tracking",
+    "wild",  # facekeys/wild: photos, video, filters, web app
     "orchestration",
     "entry points",  # facekeys/cli.py, facekeys/stage_runner.py
 )
