@@ -214,8 +214,8 @@ INPUT is a video file, a folder of image frames (in natural name order: frame2 b
 or a camera index (0; stop with Ctrl-C or --max-frames, the outputs are still written).
 
 Tracking: the keypoints of one frame place the first network's crop in the next; the detector
-runs on the first frame, every --detect-every frames, when a face is lost (its points no longer
-fit the shape it had at detection: --presence-threshold) and on each frame while no face is
+runs on the first frame, every --detect-every frames, when a face is lost (the image under its
+points no longer looks like the face: --presence-threshold) and on each frame while no face is
 followed. A One Euro filter smooths the points (--min-cutoff, --beta; --no-smoothing).
 
 Bad frames are skipped, named at the end, and make the exit status 1. Both outputs are written
@@ -232,9 +232,9 @@ Example:
     p.add_argument("--detect-every", type=int, default=30, metavar="N",
                    help="run the detector again after N frames (30; 1: every frame)")  # fmt: skip
     p.add_argument("--max-faces", type=int, default=4, help="faces followed at most (4)")
-    p.add_argument("--presence-threshold", type=float, default=0.25, metavar="R",
-                   help="a face is lost when its points miss its shape at detection by more "
-                   "than R of its size (0.25)")  # fmt: skip
+    p.add_argument("--presence-threshold", type=float, default=0.3, metavar="R",
+                   help="a face is lost when the look of its patch correlates less than R with "
+                   "its look at detection and in the last frame (0.3)")  # fmt: skip
     p.add_argument("--min-cutoff", type=float, default=1.0, metavar="HZ",
                    help="One Euro cutoff at rest; lower smooths more (1.0)")  # fmt: skip
     p.add_argument("--beta", type=float, default=4.0,

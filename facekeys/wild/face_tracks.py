@@ -10,16 +10,19 @@ face framed as at detection, without a detector. The detector runs on the first 
 frame while no face is followed.
 
 The face-presence check (why this one): the networks return coordinates (soft-argmax), not
-heatmaps, so there is no peak strength to read, and a refinement network is optional. What any
-keypoint model does on a crop without a face is model-independent enough: the points stop
-looking like the face that was there. The check fits the reference shape onto the new points by
-a similarity and calls the face lost when (a) the residual exceeds ``max_shape_residual`` of the
-face's size (the points are not this face's shape: garbage, or a soft-argmax collapse onto the
-crop's centre), or (b) the fitted size changes by more than ``max_scale_step`` in one frame (no
-real face grows or shrinks that fast; a collapse shrinks at once), or (c) the square's centre
-leaves the frame. It costs one 68-point fit per face and frame, needs no second network and
-no heatmaps. What it cannot see: a network that answers a face-shaped mean shape on background;
-the periodic detection (``detect_every``) bounds how long such a ghost lasts.
+heatmaps, so there is no peak strength to read, and a refinement network is optional. The points
+alone do not tell either: measured with a youtube-faces-68 heatmap model, on background, noise or
+a flat crop the network still answers a face-shaped set of points at about the face's size (their
+shape residual, below, overlaps that of real frames). So the check looks at the pixels under the
+points (``face_looks``): the gray patch inside the face's keypoint box, carried into the new frame
+by the similarity of the points, must correlate at least ``min_likeness`` with the patch at
+detection or the one of the last frame (the latter follows slow changes of pose and light). On
+the same model real faces in synthetic clips scored a median 0.94 (2 % of frames below 0.3),
+background, noise and flat crops at most 0.25. Two cheap geometric guards come with it: the
+shape residual of the fit beyond ``max_shape_residual`` of the face's size (points that are no
+face at all) and a size change beyond ``max_scale_step`` in one frame; and a square whose centre
+leaves the frame ends the face too. Costs one fit and one 24x24 warp per face and frame,
+independent of the model.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from facekeys.wild.face_looks import face_patch, likeness
 from facekeys.wild.face_shapes import (
     Box,
     Similarity,
@@ -49,6 +53,8 @@ class TrackerSettings:
         detect_every: The detector runs again when this many frames have passed since its last
             run (1: on every frame, no tracking).
         max_faces: Faces followed at most (the largest detections first).
+        min_likeness: Presence check: least correlation of the face's patch with its patch at
+            detection or in the last frame.
         max_shape_residual: Presence check: largest residual of the reference shape's fit onto
             new points, as a fraction of the face's size (spread of its points).
         max_scale_step: Presence check: largest factor by which a face's size may change from
@@ -59,7 +65,8 @@ class TrackerSettings:
 
     detect_every: int = 30
     max_faces: int = 4
-    max_shape_residual: float = 0.25
+    min_likeness: float = 0.3
+    max_shape_residual: float = 0.4
     max_scale_step: float = 1.5
     match_iou: float = 0.3
     smoothing: OneEuroSettings | None = field(default_factory=OneEuroSettings)
@@ -70,6 +77,8 @@ class TrackerSettings:
             raise ValueError(f"detect_every must be >= 1, not {self.detect_every}")
         if self.max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, not {self.max_faces}")
+        if not -1 <= self.min_likeness <= 1:
+            raise ValueError(f"min_likeness must lie in [-1, 1], not {self.min_likeness}")
         if not self.max_shape_residual > 0:
             raise ValueError(f"max_shape_residual must be > 0, not {self.max_shape_residual}")
         if not self.max_scale_step > 1:
@@ -108,14 +117,18 @@ class TrackedFace:
 class FaceTrack:
     """One followed face: its reference (from its last detection) and its last keypoints."""
 
-    def __init__(self, face: int, detection: Detection, smoothing: OneEuroSettings | None) -> None:
+    def __init__(
+        self, face: int, detection: Detection, image: np.ndarray, smoothing: OneEuroSettings | None
+    ) -> None:
         self.face = face
         self.filter = OneEuroFilter(smoothing) if smoothing is not None else None
-        self.redetect(detection)
+        self.redetect(detection, image)
 
-    def redetect(self, detection: Detection) -> None:
-        """A fresh reference: the detected keypoints and the square they were predicted in."""
+    def redetect(self, detection: Detection, image: np.ndarray) -> None:
+        """A fresh reference: the detected keypoints, the square they were predicted in and the
+        face's look in ``image`` (the frame in the networks' colour)."""
         self.reference = np.asarray(detection.points, np.float64)
+        self.look = self.last_look = face_patch(image, self.reference, None)
         # The square's centre in pixel-centre coordinates, like the points (see crop_geometry).
         self.reference_centre = box_centre(detection.square) - 0.5
         self.reference_side = float(detection.square[2])
@@ -124,22 +137,26 @@ class FaceTrack:
         self.scale = 1.0
         self.detected = True
 
-    def follow(self, points: np.ndarray, frame_shape: tuple[int, ...], settings: TrackerSettings):
+    def follow(self, points: np.ndarray, image: np.ndarray, settings: TrackerSettings) -> bool:
         """Takes the keypoints predicted in the square placed from the last frame.
 
         Returns:
             Whether the presence check passed; if not, the track keeps its last state.
         """
         fit = similarity_fit(self.reference, points)
-        if not self.present(fit, frame_shape, settings):
+        if not self.present(fit, image.shape, settings):
             return False
+        look = face_patch(image, self.reference, fit)
+        if max(likeness(look, self.look), likeness(look, self.last_look)) < settings.min_likeness:
+            return False
+        self.last_look = look
         self.points = np.asarray(points, np.float64)
         self.scale, self.detected = fit.scale, False
         self.square = self.next_square(fit)
         return True
 
     def present(self, fit: Similarity | None, frame_shape, settings: TrackerSettings) -> bool:
-        """The face-presence check (module docstring)."""
+        """The geometric part of the face-presence check (module docstring)."""
         if (
             fit is None
             or not np.isfinite(fit.residual)
@@ -193,7 +210,7 @@ class FaceTracker:
         pending, lost = self._follow(image, detections or [])
         if lost and detections is None:  # a face is lost: look for it now, in this frame
             pending = self._detect(image, index)
-        restarted = self._adopt(pending, lost)
+        restarted = self._adopt(pending, lost, image)
         self._drop_duplicates()
         return [
             TrackedFace(t.face, t.smooth(time_s, t in restarted), t.square, t.detected)
@@ -228,7 +245,7 @@ class FaceTracker:
             match = self._best_match(track.square, pending)
             if match is not None:
                 pending.remove(match)
-                track.redetect(match)
+                track.redetect(match, image)
                 followed.append(track)
             else:
                 unmatched.append(track)
@@ -236,7 +253,7 @@ class FaceTracker:
             squares = [t.square for t in unmatched]
             predicted = self.predictor.predict([image] * len(unmatched), squares)
             for track, points in zip(unmatched, predicted, strict=True):
-                if track.follow(points, image.shape, self.settings):
+                if track.follow(points, image, self.settings):
                     followed.append(track)
                 else:
                     lost.append(track)
@@ -252,7 +269,9 @@ class FaceTracker:
                 best, best_iou = detection, overlap
         return best
 
-    def _adopt(self, detections: list[Detection], lost: list[FaceTrack]) -> list[FaceTrack]:
+    def _adopt(
+        self, detections: list[Detection], lost: list[FaceTrack], image: np.ndarray
+    ) -> list[FaceTrack]:
         """Detections not held by a followed face: a lost face found again (same number) or a new
         face, up to ``max_faces``. Returns the tracks whose smoothing restarts (a jump)."""
         restarted = []
@@ -265,9 +284,9 @@ class FaceTracker:
             track = next((t for t in lost if box_iou(t.square, detection.square) > 0), None)
             if track is not None:
                 lost.remove(track)
-                track.redetect(detection)
+                track.redetect(detection, image)
             else:
-                track = FaceTrack(self.faces, detection, self.settings.smoothing)
+                track = FaceTrack(self.faces, detection, image, self.settings.smoothing)
                 self.faces += 1
             self.tracks.append(track)
             restarted.append(track)

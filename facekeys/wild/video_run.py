@@ -211,7 +211,7 @@ def video_settings(
     settings = TrackerSettings(
         detect_every=detect_every,
         max_faces=max_faces,
-        max_shape_residual=presence_threshold,
+        min_likeness=presence_threshold,
         smoothing=OneEuroSettings(min_cutoff, beta) if smoothing else None,
     )
     try:
@@ -222,7 +222,7 @@ def video_settings(
             raise ValueError(f"fps must be > 0, not {fps}")
     except ValueError as exc:
         name, _, problem = str(exc).partition(" ")  # "detect_every must be >= 1, not 0"
-        option = {"max_shape_residual": "presence_threshold"}.get(name, name).replace("_", "-")
+        option = {"min_likeness": "presence_threshold"}.get(name, name).replace("_", "-")
         raise FacekeysError(f"--{option}: {problem}") from None
     return settings
 

@@ -126,6 +126,22 @@ def test_a_face_that_disappears_is_lost_and_searched_for_until_it_is_back():
     assert len(results[16]) == 1 and np.abs(results[20][0].points - truth[20][0]).max() < 2.0
 
 
+def test_a_face_shaped_ghost_on_background_is_caught_by_the_look_of_the_face():
+    """Real networks answer face-shaped points on a crop without a face: the shape passes, the
+    pixels under it do not look like the face."""
+    truth = [t[None] for t in clip_face(30)]
+    for k in range(12, 30):
+        truth[k] = np.zeros((0, 68, 2))
+    predictor = FakePredictor(truth, ghost=True)
+    tracker, results = _follow(predictor, frames_of(truth), TrackerSettings(smoothing=None))
+    assert predictor.detector_frames == [0, *range(12, 30)] and tracker.losses == 1
+    assert all(len(r) == 0 for r in results[12:])
+
+    blind = FakePredictor(truth, ghost=True)  # the look check off: the ghost stays
+    tracker, results = _follow(blind, frames_of(truth), TrackerSettings(min_likeness=-1.0))
+    assert blind.detector_frames == [0] and tracker.losses == 0 and len(results[20]) == 1
+
+
 def test_a_face_moving_out_of_its_crop_is_found_again_in_the_same_frame():
     truth = [t[None] for t in clip_face(30)]
     for k in range(15, 30):

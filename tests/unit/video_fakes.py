@@ -39,10 +39,19 @@ def clip_face(
     return np.array(points)
 
 
-def encode_frame(index: int, size=(240, 320), noise: bool = False) -> np.ndarray:
-    """A gray frame that carries ``index``; random pixels where ``noise`` (the face is gone)."""
+def encode_frame(index: int, faces: np.ndarray, size=(240, 320)) -> np.ndarray:
+    """A gray frame that carries ``index``, with each face of ``faces`` ``(F, 68, 2)`` drawn as
+    bright dots on its points; random pixels where there is no face (it is gone)."""
+    import cv2
+
     rng = np.random.default_rng(index)
-    image = rng.integers(0, 255, size, np.uint8) if noise else np.full(size, 90, np.uint8)
+    if len(faces):
+        image = np.full(size, 90, np.uint8)
+        for face in faces:
+            for x, y in face:
+                cv2.circle(image, (round(x), round(y)), 2, 230, -1)
+    else:
+        image = rng.integers(0, 255, size, np.uint8)
     image[0, 0], image[0, 1] = index % 256, index // 256
     return image
 
@@ -75,6 +84,7 @@ class FakePredictor:
 
     truth: list[np.ndarray]
     noise_px: float = 0.3
+    ghost: bool = False  # without a face, answer a face shape (as real networks do) not a collapse
     detector_frames: list[int] = field(default_factory=list)
     squares: list[tuple[int, tuple]] = field(default_factory=list)
     first = SimpleNamespace(color="gray")
@@ -116,10 +126,14 @@ class FakePredictor:
             off = np.linalg.norm(face.mean(axis=0) - centre)
             if off < 0.2 * side and 0.7 < side / framed < 1.4:  # framed about as trained
                 return face + self.rng.normal(0, self.noise_px, face.shape)
+        if self.ghost:  # the first frame's face, placed and sized as the crop frames a face
+            shape = self.truth[0][0] - self.truth[0][0].mean(axis=0)
+            size = FRAMING_SIDE * np.ptp(self.truth[0][0], axis=0).max()
+            return centre + shape * side / size + self.rng.normal(0, self.noise_px, (68, 2))
         # No face framed: the points collapse near the crop's centre.
         return centre + self.rng.normal(0, 0.03 * side, (68, 2))
 
 
 def frames_of(truth: list[np.ndarray], size=(240, 320)) -> list[np.ndarray]:
     """The encoded frames of a clip; frames without a face are noise."""
-    return [encode_frame(i, size, noise=len(t) == 0) for i, t in enumerate(truth)]
+    return [encode_frame(i, t, size) for i, t in enumerate(truth)]
