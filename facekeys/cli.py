@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from facekeys.errors import FacekeysError, describe_os_error
-from facekeys.wild.commands import add_filter, add_serve
+from facekeys.wild.commands import add_filter, add_serve, add_video
 
 EXIT_USER_ERROR = 1
 
@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     add_filter(sub)
     add_serve(sub)
+    add_video(sub)
     return parser
 
 

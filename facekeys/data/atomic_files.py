@@ -41,7 +41,8 @@ def _staging_prefix(path: Path) -> str:
 def _staging_pattern(path: Path) -> re.Pattern[str]:
     # tempfile's random part has no dots, so a target whose name extends this one ("a" and
     # "a.1") never matches the other's entries.
-    return re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]+\.(tmp|old)")
+    # A trailing extension (``.tmp.mp4``) is allowed: some writers choose the container by it.
+    return re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]+\.(tmp|old)(\.\w+)?")
 
 
 def pid_alive(pid: int) -> bool:
@@ -116,10 +117,13 @@ def _is_own_write(exc: BaseException, tmp: str) -> bool:
     return isinstance(exc, OSError) and exc.filename in (None, tmp)
 
 
-def _staging_file(path: Path) -> tuple[int, str]:
-    """A new hidden file beside ``path`` (descriptor and name), named for this process."""
+def _staging_file(path: Path, extension: str = "") -> tuple[int, str]:
+    """A new hidden file beside ``path`` (descriptor and name), named for this process; its name
+    ends in ``.tmp`` plus ``extension``."""
     try:
-        return tempfile.mkstemp(prefix=_staging_prefix(path), suffix=".tmp", dir=path.parent)
+        return tempfile.mkstemp(
+            prefix=_staging_prefix(path), suffix=".tmp" + extension, dir=path.parent
+        )
     except OSError as exc:
         raise _write_failure(path, exc) from None
 
@@ -206,6 +210,25 @@ def _locked_folder(folder: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _staged(path: Path, extension: str = "") -> Iterator[tuple[int, str]]:
+    """A staging file beside ``path`` (descriptor, name), renamed onto ``path`` when the body
+    succeeds and removed when it fails; the body closes the descriptor."""
+    remove_stale_staging(path)
+    _make_parent(path)
+    fd, tmp = _staging_file(path, extension)
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    try:
+        yield fd, tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if _is_own_write(exc, tmp):
+            raise _write_failure(path, exc) from None
+        raise
+
+
+@contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: Any) -> Iterator[Any]:
     """Opens a temporary file beside ``path`` and renames it onto ``path`` on success.
 
@@ -214,23 +237,30 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: An
     Raises:
         OutputError: ``path`` cannot be written (read-only folder, full disk, a file in the way).
     """
+    with _staged(Path(path)) as (fd, _), os.fdopen(fd, mode, **open_kwargs) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yields the name of a staging file beside ``path`` for a writer that needs a file name, not
+    a handle (``cv2.VideoWriter``), and renames it onto ``path`` on success.
+
+    The staging name keeps the extension of ``path`` (``.out.mp4.<pid>.<random>.tmp.mp4``):
+    such writers pick the container format by it. On any exception the staging file is removed
+    and ``path`` is left as it was.
+
+    Raises:
+        OutputError: ``path`` cannot be written (read-only folder, full disk, a file in the way).
+    """
     path = Path(path)
-    remove_stale_staging(path)
-    _make_parent(path)
-    fd, tmp = _staging_file(path)
-    os.chmod(tmp, 0o666 & ~_UMASK)
-    try:
-        with os.fdopen(fd, mode, **open_kwargs) as handle:
-            yield handle
-            handle.flush()
+    with _staged(path, path.suffix) as (fd, tmp):
+        os.close(fd)
+        yield Path(tmp)
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if _is_own_write(exc, tmp):
-            raise _write_failure(path, exc) from None
-        raise
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

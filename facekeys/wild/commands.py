@@ -1,6 +1,6 @@
-"""The ``facekeys`` commands for faces in the wild (``filter``; ``video`` and ``serve`` beside
-it): their arguments and the few lines that call this wing. ``facekeys.cli`` registers them, so
-``--help`` still answers at once: heavy libraries are imported inside the commands."""
+"""The ``facekeys`` commands for faces in the wild (``filter``, ``serve``, ``video``): their
+arguments and the few lines that call this wing. ``facekeys.cli`` registers them, so ``--help``
+still answers at once: heavy libraries are imported inside the commands."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 from facekeys.errors import FacekeysError
+
+EXIT_USER_ERROR = 1
 
 FILTER_DESCRIPTION = """\
 Find the faces of PHOTO with the model's calibrated detector, predict their keypoints and place
@@ -169,3 +171,116 @@ def _built_in_overlays(overlays_dir: str | None) -> dict[str, Any]:
             raise
         print(f"facekeys serve: no filters offered: {exc}", file=sys.stderr)
         return {}
+
+
+def add_video(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "video",
+        help="keypoints on a video, a folder of frames or a camera, faces tracked",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Find and follow the faces of a video and write it annotated (keypoints and face numbers) to OUT
+(.mp4), and with --csv every face's keypoints: frame, face, then the model's coordinate columns
+(x0, y0, ..., x67, y67 for 68 points; Kaggle's names for 15), in frame pixels and the model's
+label convention (the same numbers `facekeys predict` gives for that frame as an image).
+
+INPUT is a video file, a folder of image frames (in natural name order: frame2 before frame10)
+or a camera index (0; stop with Ctrl-C or --max-frames, the outputs are still written).
+
+Tracking: the keypoints of one frame place the first network's crop in the next; the detector
+runs on the first frame, every --detect-every frames, when a face is lost (the image under its
+points no longer looks like the face: --presence-threshold) and on each frame while no face is
+followed. A One Euro filter smooths the points (--min-cutoff, --beta; --no-smoothing).
+
+Bad frames are skipped, named at the end, and make the exit status 1. Both outputs are written
+to hidden files beside them and renamed at the end: a failed run leaves the previous ones.
+
+Example:
+  facekeys video clip.mp4 --model models/youtube-faces-68 --out clip.faces.mp4 --csv clip.csv""",
+    )
+    p.add_argument("input", metavar="INPUT", help="video file, folder of frames, or camera index")
+    p.add_argument("--model", required=True, help="as for `facekeys predict` (needs a detector "
+                   "calibration in the model card)")  # fmt: skip
+    p.add_argument("--out", required=True, help="annotated video to write (.mp4)")
+    p.add_argument("--csv", help="keypoint CSV to write (.csv)")
+    p.add_argument("--detect-every", type=int, default=30, metavar="N",
+                   help="run the detector again after N frames (30; 1: every frame)")  # fmt: skip
+    p.add_argument("--max-faces", type=int, default=4, help="faces followed at most (4)")
+    p.add_argument("--presence-threshold", type=float, default=0.3, metavar="R",
+                   help="a face is lost when the look of its patch correlates less than R with "
+                   "its look at detection and in the last frame (0.3)")  # fmt: skip
+    p.add_argument("--min-cutoff", type=float, default=1.0, metavar="HZ",
+                   help="One Euro cutoff at rest; lower smooths more (1.0)")  # fmt: skip
+    p.add_argument("--beta", type=float, default=4.0,
+                   help="One Euro speed coefficient; higher lags less (4.0)")  # fmt: skip
+    p.add_argument("--no-smoothing", action="store_true", help="write the raw points")
+    p.add_argument(
+        "--filter",
+        metavar="OVERLAY",
+        help="also place an overlay on every face (sunglasses, moustache, straw_hat or an RGBA "
+        "FILE.png with --anchors/--to, as for `facekeys filter`); the keypoints are then not drawn",
+    )
+    p.add_argument("--anchors", metavar="X1,Y1,X2,Y2", help="the --filter FILE.png's anchors")
+    p.add_argument("--to", dest="target", help="face points the anchors land on (eyes)")
+    p.add_argument("--overlays-dir", help="folder of the built-in overlays (see facekeys filter)")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate of a folder of frames (25)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
+    p.set_defaults(run=run_video)
+
+
+def run_video(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from facekeys.inference.predictor import prediction_columns
+    from facekeys.tracking.model_specs import load_any_model
+    from facekeys.wild.video_io import open_source
+    from facekeys.wild.video_run import VideoOutputs, check_video_outputs, video_settings
+    from facekeys.wild.video_run import run_video as run_frames
+
+    settings = video_settings(
+        detect_every=args.detect_every, max_faces=args.max_faces,
+        presence_threshold=args.presence_threshold, min_cutoff=args.min_cutoff, beta=args.beta,
+        smoothing=not args.no_smoothing, max_frames=args.max_frames, fps=args.fps,
+    )  # fmt: skip
+    out, table = check_video_outputs(args.input, args.out, args.csv)
+    overlay = None
+    if args.filter:
+        from facekeys.wild.overlays import load_overlay
+
+        overlay = load_overlay(args.filter, args.overlays_dir, args.anchors, args.target)
+    source = open_source(args.input, fps=args.fps)  # before the model: a bad input fails fast
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    predictor = load_any_model(args.model)
+    predictor.require_detector()
+    columns = prediction_columns(predictor.card["format"])
+    outputs = VideoOutputs(out, table, columns, predictor.label_pixel_offset)
+    steps = _video_steps(predictor, overlay)
+    summary = run_frames(predictor, source, outputs, settings, steps, max_frames=args.max_frames)
+    for line in summary.lines(out, source.name):
+        print(line, file=sys.stderr)
+    return EXIT_USER_ERROR if summary.bad_frames else 0
+
+
+def _video_steps(predictor: Any, overlay: Any) -> tuple:
+    """What is drawn on each frame: the overlay on every face with --filter, else the keypoints
+    and face numbers."""
+    from facekeys.wild.video_run import draw_keypoints
+
+    if overlay is None:
+        return (draw_keypoints,)
+    from facekeys.wild.filters import apply_overlay, layout_for
+
+    layout = layout_for(predictor.keypoint_names)
+
+    def place(frame: Any, faces: list) -> Any:
+        import numpy as np
+
+        if not faces:
+            return frame
+        points = np.stack([face.points for face in faces])
+        return apply_overlay(frame, points, overlay, layout)
+
+    return (place,)
