@@ -28,8 +28,10 @@ from facekeys.tracking.stores import (
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
     """The number DVC's tables show for this stage (train.json keeps the rest): the best epoch's
-    NME on the selection split, the one that chose it."""
-    return {"selection_nme": summary.get("best_val_nme")}
+    NME on the selection split, the one that chose it, of the last network trained (the
+    refinement network where there is one: its crops are the whole model's last step)."""
+    last = summary.get("refine") or summary
+    return {"selection_nme": last.get("best_val_nme")}
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
