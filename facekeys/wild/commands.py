@@ -32,10 +32,12 @@ Built-in overlays (files read from --overlays-dir, else $FACEKEYS_OVERLAYS_DIR, 
   straw_hat   where the brows are, below the brim -> brows
 Your own PNG (it must have an alpha channel): --overlay FILE.png --anchors X1,Y1,X2,Y2 --to ...
 
-OUT (.jpg or .png) is written atomically. A photo without a face is written without an
-overlay, with a note on stderr, and the exit status is 0. Errors (a missing or unreadable
-file, an overlay without alpha, bad anchors, a model without a detector calibration) are one
-line and exit status 1. Video input is not supported yet.
+OUT (.jpg or .png; .mp4 for a video) is written atomically. A photo without a face is written
+without an overlay, with a note on stderr, and the exit status is 0. A video (.mp4, .avi, .mov,
+.mkv, .webm, ...) gets the overlay on every face followed through it, as `facekeys video
+--filter` with its default tracking settings. Errors (a missing or unreadable file, an overlay
+without alpha, bad anchors, a model without a detector calibration) are one line and exit
+status 1.
 
 Examples:
   facekeys filter ../shared/data/sample-images/obamas.jpg --overlay sunglasses \\
@@ -267,20 +269,8 @@ def run_video(args: argparse.Namespace) -> int:
 def _video_steps(predictor: Any, overlay: Any) -> tuple:
     """What is drawn on each frame: the overlay on every face with --filter, else the keypoints
     and face numbers."""
-    from facekeys.wild.video_run import draw_keypoints
+    from facekeys.wild.video_run import draw_keypoints, overlay_step
 
     if overlay is None:
         return (draw_keypoints,)
-    from facekeys.wild.filters import apply_overlay, layout_for
-
-    layout = layout_for(predictor.keypoint_names)
-
-    def place(frame: Any, faces: list) -> Any:
-        import numpy as np
-
-        if not faces:
-            return frame
-        points = np.stack([face.points for face in faces])
-        return apply_overlay(frame, points, overlay, layout)
-
-    return (place,)
+    return (overlay_step(predictor.keypoint_names, overlay),)

@@ -130,10 +130,11 @@ def filter_file(
     load_predictor: Callable[[], FacePredictor],
     log: Callable[[str], None],
 ) -> int:
-    """``facekeys filter``: the branch for the input's kind (photo; video to come).
+    """``facekeys filter``: the branch for the input's kind: a photo, or a video (by its name's
+    suffix) whose followed faces get the overlay in every frame (``facekeys video --filter``).
 
     Returns:
-        The number of faces the overlay was placed on.
+        The number of faces the overlay was placed on (a video: faces followed).
 
     Raises:
         FacekeysError: One line naming the file and the problem.
@@ -142,6 +143,36 @@ def filter_file(
     if not source.exists():
         raise FacekeysError(f"{source}: no such file")
     if source.suffix.lower() in VIDEO_SUFFIXES:
-        # The video branch goes here (frames -> predictor -> apply_overlay -> encoder).
-        raise FacekeysError(f"{source}: video input is not supported yet; give a photo")
+        return filter_video(source, out, overlay, load_predictor, log)
     return filter_photo(source, out, overlay, load_predictor, log)
+
+
+def filter_video(
+    source: Path,
+    out: Path,
+    overlay: Overlay,
+    load_predictor: Callable[[], FacePredictor],
+    log: Callable[[str], None],
+) -> int:
+    """A video with ``overlay`` on every followed face in every frame, written to ``out`` (.mp4)
+    with the tracker's default settings (``facekeys video --filter`` offers the others).
+
+    Raises:
+        FacekeysError: One line naming the file and the problem (bad frames are skipped, counted
+            in the summary and raised as one line at the end, the video written).
+    """
+    from facekeys.wild.video_io import open_source
+    from facekeys.wild.video_run import VideoOutputs, check_video_outputs, overlay_step, run_video
+
+    video, _ = check_video_outputs(str(source), str(out), None)
+    frames = open_source(str(source))  # before the model: a bad video fails fast
+    predictor: Any = load_predictor()
+    predictor.require_detector()
+    outputs = VideoOutputs(video, None, [], predictor.label_pixel_offset)
+    step = overlay_step(predictor.keypoint_names, overlay)
+    summary = run_video(predictor, frames, outputs, steps=(step,))
+    for line in summary.lines(video, frames.name):
+        log(line)
+    if summary.bad_frames:
+        raise FacekeysError(f"{source}: {len(summary.bad_frames)} bad frames skipped (named above)")
+    return summary.faces

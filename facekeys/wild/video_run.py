@@ -107,6 +107,21 @@ class VideoOutputs:
     label_offset: float = 0.0  # added to pixel-centre points in the CSV (the model's convention)
 
 
+def overlay_step(keypoint_names: list[str], overlay: Any) -> FrameStep:
+    """A frame step that places ``overlay`` (``facekeys.wild.overlays.Overlay``) on every
+    followed face, as ``facekeys filter`` does on a photo."""
+    from facekeys.wild.filters import apply_overlay, layout_for
+
+    layout = layout_for(keypoint_names)
+
+    def place(image: np.ndarray, faces: list[TrackedFace]) -> np.ndarray:
+        if not faces:
+            return image
+        return apply_overlay(image, np.stack([face.points for face in faces]), overlay, layout)
+
+    return place
+
+
 def run_video(
     predictor: Any,
     source: Any,

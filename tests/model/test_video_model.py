@@ -93,3 +93,33 @@ def test_bench_video_runs_every_case_on_a_tiny_model(tiny_model, tmp_path):
     assert "frames=10 frames_per_s=" in done.stdout and "vs detect_every_frame: speed x" in (
         done.stdout
     )
+
+
+@pytest.mark.realdata
+def test_filter_on_a_video_places_the_overlay_in_every_frame(tiny_model, shared_data, tmp_path,
+                                                             capsys):  # fmt: skip
+    """`facekeys filter CLIP.mp4`: the followed faces get the overlay frame after frame (the
+    tiny model's points are rough, so only where it lands is unchecked)."""
+    photo = cv2.imread(str(shared_data / "sample-images" / "obamas.jpg"))
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (640, 480))
+    for shift in range(5):
+        writer.write(np.ascontiguousarray(photo[10:490, 4 * shift : 4 * shift + 640]))
+    writer.release()
+    overlay = np.zeros((20, 60, 4), np.uint8)
+    overlay[5:15, :] = (255, 0, 255, 255)  # an opaque magenta bar
+    cv2.imwrite(str(tmp_path / "bar.png"), overlay)
+    out = tmp_path / "filtered.mp4"
+    model = str(calibrated(tiny_model))
+    status = main(["filter", str(clip), "--overlay", str(tmp_path / "bar.png"), "--anchors",
+                   "0,10,59,10", "--model", model, "--out", str(out)])  # fmt: skip
+    assert status == 0
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert summary.startswith(f"{out}: 5 frames, ") and summary.endswith(", 0 bad frames")
+    source, filtered = cv2.VideoCapture(str(clip)), cv2.VideoCapture(str(out))
+    for _ in range(5):
+        (ok_in, before), (ok_out, after) = source.read(), filtered.read()
+        assert ok_in and ok_out
+        magenta = (after[..., 1] < 80) & (after[..., 0] > 170) & (after[..., 2] > 170)
+        was = (before[..., 1] < 80) & (before[..., 0] > 170) & (before[..., 2] > 170)
+        assert magenta.sum() > was.sum() + 50, "the bar is placed in this frame"

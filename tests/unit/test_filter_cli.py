@@ -114,7 +114,9 @@ def test_errors_are_one_line_and_come_before_the_model(files, monkeypatch, capsy
     missing = files["photo"].with_name("nope.png")
     cases = {
         "missing photo": ({"photo": missing}, (), f"{missing}: no such file"),
-        "video": ({"photo": video}, (), f"{video}: video input is not supported yet; give a photo"),
+        "video to a photo": ({"photo": video}, (), f"{files['out']}: --out must be an .mp4 file"),
+        "corrupt video": ({"photo": video, "out": files["out"].with_suffix(".mp4")}, (),
+                          f"{video}: "),
         "corrupt photo": ({"photo": broken}, (), f"{broken}: "),
         "gif out": ({"out": files["out"].with_suffix(".gif")}, (), ".gif: --out must name a .jpg"),
         "out is the photo": ({"out": files["photo"]}, (), "--out is the input photo"),
