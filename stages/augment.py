@@ -33,8 +33,6 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     detector = DetectorSettings.from_params(section.get("detector"))
     yuface = YuFaceSettings.from_params(section.get("yuface"))
     augment_dataset(layout.format, splits, out_dir, settings, log=log, data_source=source)
-    # Calibrates photo face detection against the first network's framing (model card).
-    add_detector_framing(layout.format, splits, out_dir, settings, detector, log, yuface)
     refine = AugmentSettings.refine_from_params(section, dataset)
     if refine is not None:
         # Crops around the labelled keypoints for the refinement model (see
@@ -42,6 +40,10 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         augment_dataset(
             layout.format, splits, out_dir / "refine", refine, log=log, data_source=source
         )
+    # Calibrates photo face detection against the first network's framing (model card). Last:
+    # the detectors start thread pools (OpenCV's, OpenMP's) that processes forked afterwards,
+    # like augment's workers, can deadlock on.
+    add_detector_framing(layout.format, splits, out_dir, settings, detector, log, yuface)
 
 
 if __name__ == "__main__":

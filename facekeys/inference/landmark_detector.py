@@ -93,17 +93,42 @@ class LandmarkedFace:
 
 @functools.lru_cache(maxsize=1)
 def _yuface() -> Any:
+    import os
+
+    # The wheel brings its own OpenMP runtime, which reads OMP_NUM_THREADS once, when it loads:
+    # one thread, so that it does not fight torch and OpenCV for the cores (measured here: a
+    # detection took 1 s instead of 0.15 s beside a busy torch).
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
     try:
         from yuface import c_detect
     except ImportError as exc:
         raise FacekeysError(
             f"the yuface detector is not installed ({exc}): pip install yuface, or use haar"
         ) from None
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous
     return c_detect
 
 
 def detect_landmarked(image: np.ndarray, settings: YuFaceSettings) -> list[LandmarkedFace]:
     """Faces in ``image`` (uint8/uint16 gray, BGR or BGRA), largest first."""
+    import cv2
+
+    # As for Haar (detectors.detect_faces): OpenCV's thread pool, once started, deadlocks
+    # processes forked later that use OpenCV (augment's workers): one thread here.
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return _detect_landmarked(image, settings)
+    finally:
+        cv2.setNumThreads(previous)
+
+
+def _detect_landmarked(image: np.ndarray, settings: YuFaceSettings) -> list[LandmarkedFace]:
     import cv2
 
     from facekeys.data.images import to_model_color

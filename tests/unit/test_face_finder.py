@@ -164,3 +164,27 @@ def test_upright_angle_levels_the_eyes_of_both_layouts(fmt):
     rolled = turned(points - 50, 0.3, 1.0, (50.0, 50.0))
     assert upright_angle(rolled, names) == pytest.approx(-0.3)
     assert upright_angle(points[:5], [f"q{i}" for i in range(5)]) is None
+
+
+FORK_AFTER_YUFACE = """
+import multiprocessing, numpy as np, cv2
+from facekeys.inference.landmark_detector import YuFaceSettings, detect_landmarked
+detect_landmarked(np.random.default_rng(0).integers(0, 255, (720, 1280, 3), np.uint8),
+                  YuFaceSettings())
+def init():
+    cv2.setNumThreads(1)  # what augment's workers do first
+with multiprocessing.get_context("fork").Pool(2, init) as pool:
+    print(sum(pool.map(abs, range(4))))
+"""
+
+
+def test_processes_forked_after_a_yuface_detection_do_not_hang():
+    """The augment stage hung this way once (its refinement workers forked after yuface had
+    resized on OpenCV's thread pool); the detection runs OpenCV on one thread."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_AFTER_YUFACE], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "6", done.stderr
