@@ -139,13 +139,19 @@ class Dlib:
     """dlib's HOG detector and 68-point shape predictor on every frame (the issue's yardstick)."""
 
     def __init__(self) -> None:
-        import dlib
-        import face_recognition_models
+        import importlib.util
 
+        import dlib
+
+        # The models package's own import needs pkg_resources (gone from recent setuptools):
+        # find its file without importing it.
+        spec = importlib.util.find_spec("face_recognition_models")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("face_recognition_models is not installed")
+        folder = next(iter(spec.submodule_search_locations))
         self.losses = None
         self.detector = dlib.get_frontal_face_detector()
-        path = face_recognition_models.pose_predictor_model_location()
-        self.shapes = dlib.shape_predictor(path)
+        self.shapes = dlib.shape_predictor(f"{folder}/models/shape_predictor_68_face_landmarks.dat")
 
     def start_clip(self) -> None:
         pass

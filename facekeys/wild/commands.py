@@ -213,8 +213,8 @@ Example:
                    "its look at detection and in the last frame (0.3)")  # fmt: skip
     p.add_argument("--min-cutoff", type=float, default=1.0, metavar="HZ",
                    help="One Euro cutoff at rest; lower smooths more (1.0)")  # fmt: skip
-    p.add_argument("--beta", type=float, default=4.0,
-                   help="One Euro speed coefficient; higher lags less (4.0)")  # fmt: skip
+    p.add_argument("--beta", type=float, default=50.0,
+                   help="One Euro speed coefficient; higher lags less (50)")  # fmt: skip
     p.add_argument("--no-smoothing", action="store_true", help="write the raw points")
     p.add_argument(
         "--filter",

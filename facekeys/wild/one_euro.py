@@ -26,7 +26,7 @@ class OneEuroSettings:
     """
 
     min_cutoff: float = 1.0
-    beta: float = 4.0
+    beta: float = 50.0
     d_cutoff: float = 1.0
 
     def check(self) -> None:
