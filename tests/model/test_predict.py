@@ -481,11 +481,11 @@ def test_detect_haar_refuses_tiny_images_and_gets_photos_upright(tiny_model, tmp
     predictor = KeypointPredictor.from_dir(tiny_model)
     seen: list[np.ndarray] = []
 
-    def predict_faces(image: np.ndarray) -> tuple[list, np.ndarray]:
+    def predict_faces(image: np.ndarray, detector: str = "auto") -> tuple[list, np.ndarray]:
         seen.append(image)
         return [(0.0, 0.0, float(image.shape[1]), float(image.shape[0]))], np.zeros((1, 68, 2))
 
-    predictor.require_detector = lambda: None  # type: ignore[method-assign]
+    predictor.require_detector = lambda detector="auto": detector  # type: ignore[method-assign]
     predictor.predict_faces = predict_faces  # type: ignore[method-assign]
     out, errors = tmp_path / "p.csv", tmp_path / "e.csv"
 
