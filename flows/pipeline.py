@@ -205,7 +205,7 @@ def _locked_run(
     logger = get_run_logger()
     try:
         refetch = _sources_to_refetch(root, params) if request.refetch_changed else []
-        stale = dvc_stale(root, request.targets, request.uri)
+        stale = dvc_stale(root, request.targets)
     except FacekeysError as exc:
         return _fail(_TITLE, str(exc), before, [])
     logger.info("stale: %s", ", ".join(stale) if stale else "nothing")
