@@ -82,23 +82,17 @@ def add_filter(sub: argparse._SubParsersAction) -> None:
 
 
 def run_filter(args: argparse.Namespace) -> int:
-    import os
-
     from facekeys.wild.filter_files import filter_file
     from facekeys.wild.overlays import load_overlay
 
     overlay = load_overlay(args.overlay, args.overlays_dir, args.anchors, args.target)
-
-    def load_predictor():  # after the photo and the output are checked: models load slowly
-        import torch
-
-        from facekeys.tracking.model_specs import load_any_model
-
-        torch.set_num_threads(args.threads or os.cpu_count() or 1)
-        return load_any_model(args.model)
-
     filter_file(
-        args.source, args.out, overlay, load_predictor, lambda line: print(line, file=sys.stderr)
+        args.source,
+        args.out,
+        overlay,
+        # Loaded after the photo and the output are checked: models load slowly.
+        lambda: _load_model(args.model, args.threads),
+        lambda line: print(line, file=sys.stderr),
     )
     return 0
 
@@ -232,45 +226,33 @@ Example:
 
 
 def run_video(args: argparse.Namespace) -> int:
-    import os
-
-    import torch
-
-    from facekeys.inference.predictor import prediction_columns
-    from facekeys.tracking.model_specs import load_any_model
-    from facekeys.wild.video_io import open_source
-    from facekeys.wild.video_run import VideoOutputs, check_video_outputs, video_settings
-    from facekeys.wild.video_run import run_video as run_frames
+    from facekeys.wild.video_run import video_settings, video_with_faces
 
     settings = video_settings(
         detect_every=args.detect_every, max_faces=args.max_faces,
         presence_threshold=args.presence_threshold, min_cutoff=args.min_cutoff, beta=args.beta,
         smoothing=not args.no_smoothing, max_frames=args.max_frames, fps=args.fps,
     )  # fmt: skip
-    out, table = check_video_outputs(args.input, args.out, args.csv)
     overlay = None
     if args.filter:
         from facekeys.wild.overlays import load_overlay
 
         overlay = load_overlay(args.filter, args.overlays_dir, args.anchors, args.target)
-    source = open_source(args.input, fps=args.fps)  # before the model: a bad input fails fast
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    predictor = load_any_model(args.model)
-    predictor.require_detector()
-    columns = prediction_columns(predictor.card["format"])
-    outputs = VideoOutputs(out, table, columns, predictor.label_pixel_offset)
-    steps = _video_steps(predictor, overlay)
-    summary = run_frames(predictor, source, outputs, settings, steps, max_frames=args.max_frames)
-    for line in summary.lines(out, source.name):
-        print(line, file=sys.stderr)
+    summary = video_with_faces(
+        args.input, args.out, args.csv, lambda: _load_model(args.model, args.threads),
+        lambda line: print(line, file=sys.stderr), overlay=overlay, settings=settings,
+        fps=args.fps, max_frames=args.max_frames,
+    )  # fmt: skip
     return EXIT_USER_ERROR if summary.bad_frames else 0
 
 
-def _video_steps(predictor: Any, overlay: Any) -> tuple:
-    """What is drawn on each frame: the overlay on every face with --filter, else the keypoints
-    and face numbers."""
-    from facekeys.wild.video_run import draw_keypoints, overlay_step
+def _load_model(spec: str, threads: int) -> Any:
+    """The model of ``--model``, its CPU threads set first (0: one per core)."""
+    import os
 
-    if overlay is None:
-        return (draw_keypoints,)
-    return (overlay_step(predictor.keypoint_names, overlay),)
+    import torch
+
+    from facekeys.tracking.model_specs import load_any_model
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    return load_any_model(spec)

@@ -161,18 +161,9 @@ def filter_video(
         FacekeysError: One line naming the file and the problem (bad frames are skipped, counted
             in the summary and raised as one line at the end, the video written).
     """
-    from facekeys.wild.video_io import open_source
-    from facekeys.wild.video_run import VideoOutputs, check_video_outputs, overlay_step, run_video
+    from facekeys.wild.video_run import video_with_faces
 
-    video, _ = check_video_outputs(str(source), str(out), None)
-    frames = open_source(str(source))  # before the model: a bad video fails fast
-    predictor: Any = load_predictor()
-    predictor.require_detector()
-    outputs = VideoOutputs(video, None, [], predictor.label_pixel_offset)
-    step = overlay_step(predictor.keypoint_names, overlay)
-    summary = run_video(predictor, frames, outputs, steps=(step,))
-    for line in summary.lines(video, frames.name):
-        log(line)
+    summary = video_with_faces(str(source), str(out), None, load_predictor, log, overlay=overlay)
     if summary.bad_frames:
         raise FacekeysError(f"{source}: {len(summary.bad_frames)} bad frames skipped (named above)")
     return summary.faces

@@ -262,3 +262,37 @@ def check_video_outputs(source: str, out: str, table: str | None) -> tuple[Path,
             raise FacekeysError(f"{path}: is the input; write somewhere else")
         check_writable(path)
     return video, csv_path
+
+
+def video_with_faces(
+    source_spec: str,
+    out: str,
+    table: str | None,
+    load_predictor: Callable[[], Any],
+    log: Callable[[str], None],
+    *,
+    overlay: Any = None,
+    settings: TrackerSettings | None = None,
+    fps: float | None = None,
+    max_frames: int | None = None,
+) -> VideoSummary:
+    """A whole run of ``facekeys video`` (and of ``facekeys filter`` on a video): the outputs
+    and the source are checked before the model loads (a bad input fails fast), then the faces
+    are followed and drawn (the keypoints, or ``overlay`` on every face), the outputs written and
+    the summary lines given to ``log``."""
+    from facekeys.inference.predictor import prediction_columns
+    from facekeys.wild.video_io import open_source
+
+    video, csv_path = check_video_outputs(source_spec, out, table)
+    source = open_source(source_spec, fps=fps)
+    predictor = load_predictor()
+    predictor.require_detector()
+    columns = prediction_columns(predictor.card["format"])
+    outputs = VideoOutputs(video, csv_path, columns, predictor.label_pixel_offset)
+    steps = (
+        (draw_keypoints,) if overlay is None else (overlay_step(predictor.keypoint_names, overlay),)
+    )
+    summary = run_video(predictor, source, outputs, settings, steps, max_frames=max_frames)
+    for line in summary.lines(video, source.name):
+        log(line)
+    return summary
