@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from facekeys.data.crop_geometry import FaceSquare
+from facekeys.wild.face_tracks import level_box as level
 from tests.conftest import face_points_68
 
 # The detector's framing: the network's square is this many detector-box sides, centred.
@@ -69,12 +70,6 @@ class FakeFraming:
         x, y, w, h = box
         side = FRAMING_SIDE * max(w, h)
         return (x + w / 2 - side / 2, y + h / 2 - side / 2, side, side)
-
-
-def level(square: FaceSquare) -> tuple[float, float, float, float]:
-    """The ``(x, y, side, side)`` box of a ``FaceSquare``."""
-    half = square.side / 2
-    return (square.centre_x + 0.5 - half, square.centre_y + 0.5 - half, square.side, square.side)
 
 
 def detector_box(points: np.ndarray):
