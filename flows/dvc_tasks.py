@@ -66,14 +66,9 @@ def dvc_run(root: Path, command: list[str], uri: str) -> tuple[int, list[str]]:
         env=_dvc_env(uri),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
     ) as process:
         assert process.stdout is not None
-        for raw in process.stdout:
-            # Progress bars redraw with carriage returns: keep the last state of each line.
-            line = raw.rstrip("\n").rsplit("\r", 1)[-1].rstrip()
-            if line:
-                lines.append(line)
-                logger.info(line)
+        for line in dvc_output.shown_lines(process.stdout):
+            lines.append(line)
+            logger.info(line)
     return process.returncode, lines

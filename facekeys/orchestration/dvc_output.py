@@ -1,13 +1,28 @@
-"""What DVC's output says, for the flows: which stages are stale (``dvc status --json``), which
-ran, which experiments, the one line that says why a command failed, and whether that failure
-is worth a retry."""
+"""What DVC's output says, for the flows: its lines as a person would see them, which stages are
+stale (``dvc status --json``), which ran, which experiments, the one line that says why a
+command failed, and whether that failure is worth a retry."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from facekeys.errors import FacekeysError
+
+
+def shown_lines(stream: BinaryIO) -> Iterator[str]:
+    """The non-blank lines of a command's output as a terminal would leave them, each as soon as
+    it ends: a progress bar redrawn with carriage returns gives its last state only.
+
+    Reads bytes on purpose: a text stream would turn every carriage return into a line break
+    (universal newlines), one line per redraw (a model download logged 226 of them).
+    """
+    for raw in stream:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n").rsplit("\r", 1)[-1].rstrip()
+        if line:
+            yield line
 
 
 def stale_stages(status_json: str) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,6 +123,30 @@ def test_dvc_output_parsing():
     assert dvc_output.failure_line(lines).startswith("stage fetch: error: /x.zip")
     assert dvc_output.failure_line(lines[3:]).startswith("ERROR: failed to reproduce")
     assert dvc_output.failure_line([]) == "dvc failed without a message"
+
+
+def test_a_commands_lines_reach_the_log_as_shown_one_per_progress_bar():
+    # A real pipe, as the flow reads a DVC command's output: a progress bar redrawn with
+    # carriage returns is one line in its last state, not one line per redraw.
+    script = (
+        "import sys, time\n"
+        "for i in range(1, 4):\n"
+        "    sys.stderr.write(f'\\rDownloading:  {i}/3'); sys.stderr.flush(); time.sleep(0.01)\n"
+        "sys.stderr.write('\\n')\n"
+        "print('Running stage x:\\r\\n\\nd\\u00e9j\\u00e0 vu', flush=True)\n"
+        "sys.stdout.buffer.write(b'no newline at the end \\xff')\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    ) as process:
+        assert process.stdout is not None
+        lines = list(dvc_output.shown_lines(process.stdout))
+    assert lines == [
+        "Downloading:  3/3",
+        "Running stage x:",
+        "d\u00e9j\u00e0 vu",
+        "no newline at the end \ufffd",
+    ]
 
 
 def test_only_transient_failures_are_retried():
