@@ -70,6 +70,19 @@ class FaceSquare:
     side: float
     angle: float = 0.0
 
+    @classmethod
+    def from_box(cls, box: tuple[float, float, float, float], angle: float = 0.0) -> FaceSquare:
+        """The square of an ``(x, y, side, side)`` box (edge convention: its edges lie half a
+        pixel outside the pixel centres), turned by ``angle``."""
+        x, y, side, _ = box
+        return cls(x + side / 2 - 0.5, y + side / 2 - 0.5, side, angle)
+
+    @property
+    def level_box(self) -> tuple[float, float, float, float]:
+        """The ``(x, y, side, side)`` box of the square with its turn left out."""
+        half = self.side / 2
+        return (self.centre_x + 0.5 - half, self.centre_y + 0.5 - half, self.side, self.side)
+
 
 def face_square_matrix(square: FaceSquare, size: int, margin: float = 0.0) -> np.ndarray:
     """Affine map (3x3) from image pixels into a ``size`` square: ``square`` turned by its angle

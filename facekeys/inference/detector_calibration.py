@@ -111,8 +111,9 @@ def calibrate_yuface(
         return None
     log(
         f"detector: yuface found the labelled face in {framing.calibrated_on} of "
-        f"{framing.searched} training images; framing square = {framing.side:.2f} eye "
-        f"distances / 2, centre ({framing.centre_x:+.3f}, {framing.centre_y:+.3f})"
+        f"{framing.searched} training images; framing square = {framing.side / 2:.2f} eye "
+        f"distances a side, its centre ({framing.centre_x / 2:+.3f}, {framing.centre_y / 2:+.3f})"
+        " eye distances from the eyes' midpoint"
     )
     return framing.to_dict()
 

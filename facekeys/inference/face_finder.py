@@ -79,20 +79,22 @@ def choose_detector(policy: dict[str, Any], name: str) -> str:
 
 def find_faces(image: np.ndarray, policy: dict[str, Any], detector: str) -> list[FoundFace]:
     """Faces in ``image`` (largest first) found by ``detector`` (a name ``choose_detector``
-    accepted for this policy), each with the square its framing gives."""
+    accepted for this policy), each with the square its framing gives (YuNet faces whose
+    landmarks have no extent cannot place one and are left out)."""
     framing = framings(policy)[detector]
     if detector == "yuface":
         from facekeys.inference.landmark_detector import detect_landmarked
 
+        faces = detect_landmarked(image, framing.settings)
+        squares = [framing.face_square(face) for face in faces]
         return [
-            FoundFace(face.box, face.score, framing.face_square(face))
-            for face in detect_landmarked(image, framing.settings)
+            FoundFace(face.box, face.score, square)
+            for face, square in zip(faces, squares, strict=True)
+            if square is not None
         ]
     from facekeys.inference.detectors import detect_faces
 
-    found = []
-    for box in detect_faces(image, framing.settings):
-        x, y, side, _ = framing.frame_box(box)
-        # Pixel-centre coordinates of the square's centre (its edges are half a pixel out).
-        found.append(FoundFace(box, 1.0, FaceSquare(x + side / 2 - 0.5, y + side / 2 - 0.5, side)))
-    return found
+    return [
+        FoundFace(box, 1.0, FaceSquare.from_box(framing.frame_box(box)))
+        for box in detect_faces(image, framing.settings)
+    ]

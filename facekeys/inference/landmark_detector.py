@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from facekeys.data.crop_geometry import FaceSquare
+from facekeys.data.point_similarity import similarity_fit
 from facekeys.errors import FacekeysError
 
 Box = tuple[float, float, float, float]
@@ -155,16 +156,6 @@ def _detect_landmarked(image: np.ndarray, settings: YuFaceSettings) -> list[Land
     return sorted(faces, key=lambda f: (-f.box[2] * f.box[3], f.box[1], f.box[0]))
 
 
-def similarity_to(source: np.ndarray, target: np.ndarray) -> tuple[complex, complex]:
-    """Least-squares similarity ``z -> a * z + b`` (complex numbers: x + iy) from ``source``
-    to ``target`` points ``(N, 2)``: rotation and scale in ``a``, translation in ``b``."""
-    z = source[:, 0] + 1j * source[:, 1]
-    w = target[:, 0] + 1j * target[:, 1]
-    zc, wc = z - z.mean(), w - w.mean()
-    a = complex(np.vdot(zc, wc) / max(float(np.vdot(zc, zc).real), 1e-12))
-    return a, complex(w.mean() - a * z.mean())
-
-
 @dataclass(frozen=True)
 class LandmarkFraming:
     """Where the training square lies in the template frame of the detected face.
@@ -187,9 +178,13 @@ class LandmarkFraming:
     searched: int
     side_iqr: float
 
-    def face_square(self, face: LandmarkedFace) -> FaceSquare:
-        """The upright square the first network should see for ``face``."""
-        a, b = similarity_to(face.points, TEMPLATE)
+    def face_square(self, face: LandmarkedFace) -> FaceSquare | None:
+        """The upright square the first network should see for ``face``; None when its
+        landmarks have no extent (all on one spot, or not finite): they cannot place it."""
+        fit = similarity_fit(face.points, TEMPLATE)
+        if fit is None or fit.factor == 0:
+            return None
+        a, b = fit.factor, fit.offset
         centre = (complex(self.centre_x, self.centre_y) - b) / a
         # a turns image vectors into template ones: the crop turns the face by the same angle.
         return FaceSquare(centre.real, centre.imag, self.side / abs(a), float(np.angle(a)))
@@ -222,7 +217,10 @@ def calibrate_landmarks(samples: Any, settings: YuFaceSettings) -> LandmarkFrami
         if box is None:
             continue
         face = next(f for f in faces if f.box == box)
-        a, b = similarity_to(face.points, TEMPLATE)
+        fit = similarity_fit(face.points, TEMPLATE)
+        if fit is None:
+            continue
+        a, b = fit.factor, fit.offset
         # The square's centre in pixel-centre coordinates (its edges lie half a pixel outside).
         centre = a * complex(x + side / 2.0 - 0.5, y + side / 2.0 - 0.5) + b
         measured.append((centre.real, centre.imag, abs(a) * side))

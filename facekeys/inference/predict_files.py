@@ -6,8 +6,8 @@ so the points of a photo stored sideways are in the upright picture's pixels (a 
 names such photos), and refused as ``image_too_small`` under ``MIN_FACE_SIDE`` px a side.
 Inputs are listed (``list_inputs``), outputs checked before any image is read
 (``check_outputs``), images predicted in batches through ``facekeys.inference.predictor`` (whole
-images or detected faces), and both CSVs written at once (``write_files_together``). The ``name``
-column holds an image's name relative to the folder given, or a file's path as given.
+images or detected faces), and both CSVs written at once (``write_files_together``). Names:
+``list_inputs``.
 """
 
 from __future__ import annotations
@@ -48,19 +48,31 @@ class InputImage(NamedTuple):
 
 def list_inputs(inputs: list[str]) -> list[InputImage]:
     """One ``InputImage`` per image: a folder contributes its image files (sorted, not
-    recursive; symlinks leaving it are refused later, by ``resolve_inside``), a file itself."""
+    recursive; symlinks leaving it are refused later, by ``resolve_inside``), a file itself.
+    A folder given alone shows its images by name, beside other inputs as ``folder/name`` (two
+    folders may hold the same names). FacekeysError: an input missing, no images, or one image
+    given twice (also through a link)."""
     found: list[InputImage] = []
+    alone = len(inputs) == 1
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             names = sorted(p.name for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            found += [InputImage(str(path), name, name) for name in names]
+            found += [
+                InputImage(str(path), name, name if alone else str(path / name)) for name in names
+            ]
         elif path.exists() or path.is_symlink():
             found.append(InputImage(str(path.parent), path.name, item))
         else:
             raise FacekeysError(f"{item}: no such file or folder")
     if not found:
         raise FacekeysError(f"no images in {', '.join(inputs)} (suffixes {IMAGE_SUFFIXES})")
+    seen: dict[str, str] = {}
+    for image in found:
+        real = os.path.realpath(Path(image.folder) / image.name)
+        if real in seen:
+            raise FacekeysError(f"{image.shown}: given twice (also as {seen[real]})")
+        seen[real] = image.shown
     return found
 
 

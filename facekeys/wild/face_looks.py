@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facekeys.wild.face_shapes import Similarity
+from facekeys.data.point_similarity import Similarity
 
 PATCH = 24  # px a side: enough for eyes, nose and mouth; cheap (one small warp per face)
 

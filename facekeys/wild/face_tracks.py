@@ -4,7 +4,7 @@ the detector runs only when needed.
 At a detection the tracker keeps, per face, the detected keypoints (the face's *reference shape*)
 and the square the first network was given (``KeypointPredictor.find_faces``: turned upright
 where the detector gives eyes). In the next frame the similarity that maps the reference shape
-onto the last keypoints (``face_shapes``) carries that square along: it moves, grows and turns
+onto the last keypoints (``point_similarity``) carries that square along: it moves, grows and turns
 with the face, so the first network sees the face framed and turned as at detection, without a
 detector. The detector runs on the first frame, when
 ``detect_every`` frames have passed since its last run, whenever a face is lost, and on every
@@ -34,16 +34,9 @@ from typing import Any
 import numpy as np
 
 from facekeys.data.crop_geometry import FaceSquare
+from facekeys.data.point_similarity import Similarity, similarity_fit
 from facekeys.wild.face_looks import face_patch, likeness
-from facekeys.wild.face_shapes import (
-    Box,
-    Similarity,
-    box_centre,
-    box_iou,
-    similarity_fit,
-    spread,
-    square_at,
-)
+from facekeys.wild.face_shapes import Box, box_centre, box_iou, spread, square_at
 from facekeys.wild.one_euro import OneEuroFilter, OneEuroSettings
 
 
@@ -99,18 +92,6 @@ class Detection:
     square: Box
     points: np.ndarray
     angle: float = 0.0
-
-
-def level_box(square: FaceSquare) -> Box:
-    """The ``(x, y, side, side)`` box of a ``FaceSquare`` (its turn left out)."""
-    half = square.side / 2
-    return (square.centre_x + 0.5 - half, square.centre_y + 0.5 - half, square.side, square.side)
-
-
-def turned_square(box: Box, angle: float) -> FaceSquare:
-    """The ``FaceSquare`` of an ``(x, y, side, side)`` box turned by ``angle``."""
-    x, y, side, _ = box
-    return FaceSquare(x + side / 2 - 0.5, y + side / 2 - 0.5, side, angle)
 
 
 @dataclass
@@ -255,7 +236,7 @@ class FaceTracker:
             return []
         squares = [face.square for face in faces]
         points = self.predictor.predict_squares(image, squares)
-        return [Detection(level_box(s), p, s.angle) for s, p in zip(squares, points, strict=True)]
+        return [Detection(s.level_box, p, s.angle) for s, p in zip(squares, points, strict=True)]
 
     def _follow(
         self, image: np.ndarray, detections: list[Detection]
@@ -273,7 +254,7 @@ class FaceTracker:
             else:
                 unmatched.append(track)
         if unmatched:
-            squares = [turned_square(t.square, t.angle) for t in unmatched]
+            squares = [FaceSquare.from_box(t.square, t.angle) for t in unmatched]
             predicted = self.predictor.predict([image] * len(unmatched), squares)
             for track, points in zip(unmatched, predicted, strict=True):
                 if track.follow(points, image, self.settings):

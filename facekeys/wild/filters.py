@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facekeys.data.keypoint_formats import KAGGLE15, YOUTUBE68
+from facekeys.data.point_similarity import similarity_fit
 from facekeys.errors import FacekeysError
 from facekeys.wild.overlays import Overlay
 
@@ -128,18 +129,6 @@ def target_points(points: np.ndarray, layout: FaceLayout, target: str) -> np.nda
     return np.stack([centre - half_span * direction, centre + half_span * direction])
 
 
-def similarity_matrix(source: np.ndarray, destination: np.ndarray) -> np.ndarray:
-    """The ``2x3`` similarity transform (scale, rotation, shift) taking the two ``source``
-    points exactly onto the two ``destination`` points."""
-    a1, a2 = (complex(*p) for p in source)
-    b1, b2 = (complex(*p) for p in destination)
-    turn = (b2 - b1) / (a2 - a1)  # scale and rotation as one complex factor
-    shift = b1 - turn * a1
-    return np.array(
-        [[turn.real, -turn.imag, shift.real], [turn.imag, turn.real, shift.imag]], np.float64
-    )
-
-
 def _level_index(scale: float) -> int:
     """How many halvings of the overlay come before the warp, so that the warp itself never
     shrinks by more than two (bilinear sampling skips pixels beyond that)."""
@@ -197,8 +186,9 @@ def apply_overlay(
     frame = frame_bgr.copy()
     for points in np.asarray(faces_points, np.float64):
         destination = target_points(points, layout, overlay.target)
-        if destination is not None:
-            paste(frame, overlay, similarity_matrix(overlay.anchors, destination))
+        fit = None if destination is None else similarity_fit(overlay.anchors, destination, 2)
+        if fit is not None:
+            paste(frame, overlay, fit.matrix)
     return frame
 
 

@@ -166,8 +166,7 @@ def test_detect_haar_predicts_every_face_of_a_photo(tiny_model, shared_data, tmp
         assert [float(row[k]) for k in ("face_x", "face_y", "face_w", "face_h")] == pytest.approx(
             box, abs=0.051
         )
-        x, y, side, _ = framing.frame_box(box)
-        square = FaceSquare(x + side / 2 - 0.5, y + side / 2 - 0.5, side)
+        square = FaceSquare.from_box(framing.frame_box(box))
         expected = predictor.predict_squares(group, [square])[0]
         got = np.array([float(row[f"{a}{i}"]) for i in range(68) for a in "xy"]).reshape(68, 2)
         assert np.allclose(got, predictor.to_label_convention(expected), atol=1e-3)
@@ -373,28 +372,36 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tiny_model, tmp_path, caps
     assert all(line.endswith(" images/s") for line in lines)
 
 
-def test_names_are_relative_to_the_folder_given_and_files_keep_their_path(
+def test_names_are_inside_a_folder_given_alone_else_with_the_folder_as_given(
     tiny_model, tmp_path, capsys, monkeypatch
 ):
-    """A folder's images are named as inside that folder (not with the folder's path, however
-    the folder was given); a file given by path is named by that path, as given."""
+    """A folder given alone names its images as inside it (not with the folder's path, however
+    the folder was given); beside other inputs with the folder as given, so two folders with
+    the same names stay apart; a file given by path is named by that path, as given."""
     photos = photos_with(tmp_path / "photos", count=2, broken=True)
     single = photos_with(tmp_path / "more", count=1) / "face0.png"
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "names.csv"
 
-    status = main(["predict", str(photos), "more/./face0.png", "--model", str(tiny_model),
-                   "--out", str(out)])  # fmt: skip
+    def names(path):
+        with path.open() as handle:
+            return [row["name"] for row in csv.DictReader(handle)]
 
+    status = main(["predict", str(photos), "--model", str(tiny_model), "--out", str(out)])
+    assert status == 1
+    assert names(out) == ["face0.png", "face1.png"]
+    assert names(tmp_path / "names.errors.csv") == ["broken.jpg"]
+
+    status = main(["predict", "photos/", "more", "more/../photos/face1.png", "--model",
+                   str(tiny_model), "--out", str(out)])  # fmt: skip
+    error = "more/../photos/face1.png: given twice (also as photos/face1.png)"
+    assert status == 1 and error in capsys.readouterr().err
+
+    status = main(["predict", "photos/", "more/./face0.png", "--model", str(tiny_model),
+                   "--out", str(out)])  # fmt: skip
     assert status == 1 and single.is_file()
-    with out.open() as handle:
-        assert [r["name"] for r in csv.DictReader(handle)] == [
-            "face0.png",
-            "face1.png",
-            "more/./face0.png",
-        ]
-    with (tmp_path / "names.errors.csv").open() as handle:
-        assert [e["name"] for e in csv.DictReader(handle)] == ["broken.jpg"]
+    assert names(out) == ["photos/face0.png", "photos/face1.png", "more/./face0.png"]
+    assert names(tmp_path / "names.errors.csv") == ["photos/broken.jpg"]
 
 
 def test_a_model_folder_written_before_the_package_moved_into_wings_predicts_the_same():

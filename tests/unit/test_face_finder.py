@@ -25,7 +25,6 @@ from facekeys.inference.landmark_detector import (
     LandmarkFraming,
     YuFaceSettings,
     calibrate_landmarks,
-    similarity_to,
 )
 
 
@@ -33,16 +32,6 @@ def turned(points: np.ndarray, angle: float, scale: float, shift: tuple[float, f
     """``points`` turned by ``angle`` (image coordinates, y down), scaled, then shifted."""
     cos, sin = np.cos(angle), np.sin(angle)
     return scale * points @ np.array([[cos, sin], [-sin, cos]]) + shift
-
-
-def test_similarity_recovers_a_known_turn_scale_and_shift():
-    source = TEMPLATE * 3.0
-    target = turned(source, 0.4, 1.7, (12.0, -5.0))
-    a, b = similarity_to(source, target)
-    assert abs(a) == pytest.approx(1.7)
-    assert np.angle(a) == pytest.approx(0.4)
-    mapped = a * (source[:, 0] + 1j * source[:, 1]) + b
-    np.testing.assert_allclose(np.c_[mapped.real, mapped.imag], target, atol=1e-9)
 
 
 def test_a_turned_face_gets_a_square_turned_back_upright():
@@ -62,6 +51,17 @@ def test_a_turned_face_gets_a_square_turned_back_upright():
     np.testing.assert_allclose(
         in_crop, apply_to_points(face_square_matrix(square, 64), upright.points), atol=1e-9
     )
+
+
+def test_landmarks_without_extent_place_no_square_and_the_face_is_left_out(monkeypatch):
+    framing = LandmarkFraming(YuFaceSettings(), 0.0, 1.0, 5.0, 50, 60, 0.2)
+    flat = LandmarkedFace((0, 0, 10, 10), 0.9, np.full((5, 2), 7.0))
+    good = LandmarkedFace((0, 0, 10, 10), 0.8, turned(TEMPLATE, 0.0, 20.0, (100.0, 80.0)))
+    assert framing.face_square(flat) is None
+    monkeypatch.setattr(lm, "detect_landmarked", lambda image, settings: [flat, good])
+    policy = {"yuface": framing.to_dict()}
+    found = face_finder.find_faces(np.zeros((200, 200, 3), np.uint8), policy, "yuface")
+    assert [f.score for f in found] == [0.8]
 
 
 def test_landmark_calibration_measures_the_square_in_the_face_frame(monkeypatch):

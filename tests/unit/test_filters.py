@@ -17,7 +17,6 @@ from facekeys.wild.filters import (
     apply_overlay,
     layout_for,
     placeable_faces,
-    similarity_matrix,
     target_points,
 )
 from facekeys.wild.overlays import Overlay
@@ -235,13 +234,3 @@ def test_mouth_brow_and_moustache_targets_turn_with_the_eyes_not_the_mouth(layou
     span = np.linalg.norm(corner_l - corner_r)
     first, second = target_points(face, parts, "upper_lip")
     assert np.linalg.norm(second - first) == pytest.approx(span)
-
-
-def test_the_similarity_maps_both_anchors_exactly():
-    rng = np.random.default_rng(2)
-    source, destination = rng.uniform(-50, 50, (2, 2)), rng.uniform(0, 300, (2, 2))
-    matrix = similarity_matrix(source, destination)
-    mapped = np.column_stack([source, np.ones(2)]) @ matrix.T
-    assert np.allclose(mapped, destination)
-    linear = matrix[:, :2]
-    assert np.allclose(linear @ linear.T, np.eye(2) * np.linalg.det(linear))  # no shear

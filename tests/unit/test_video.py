@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facekeys.wild.face_shapes import similarity_fit
 from facekeys.wild.face_tracks import FaceTracker, TrackerSettings
 from facekeys.wild.one_euro import OneEuroFilter, OneEuroSettings
 from tests.unit.video_fakes import FakePredictor, clip_face, frames_of
@@ -59,19 +58,6 @@ def test_one_euro_lets_nan_through_without_keeping_it():
     assert smooth(np.array([5.0, 2.0]), 0.2)[0] == 5.0, "a coordinate restarts after NaN"
     with pytest.raises(ValueError, match="min_cutoff must be a positive number"):
         OneEuroFilter(OneEuroSettings(min_cutoff=0.0))
-
-
-def test_similarity_fit_recovers_a_move_turn_and_zoom_and_measures_shape_change():
-    shape = clip_face(1)[0]
-    angle = np.deg2rad(25.0)
-    rot = 1.3 * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    moved = shape @ rot.T + np.array([40.0, -12.0])
-    fit = similarity_fit(shape, moved)
-    assert fit.scale == pytest.approx(1.3) and fit.angle == pytest.approx(angle)
-    assert np.allclose(fit.apply(shape), moved) and fit.relative_residual < 1e-9
-    rng = np.random.default_rng(1)
-    assert similarity_fit(shape, rng.uniform(0, 100, shape.shape)).relative_residual > 0.5
-    assert similarity_fit(shape[:2], moved[:2]) is None, "too few points to fit"
 
 
 def _follow(predictor: FakePredictor, frames, settings: TrackerSettings):

@@ -17,7 +17,6 @@ from typing import ClassVar
 import numpy as np
 
 from facekeys.data.crop_geometry import FaceSquare
-from facekeys.wild.face_tracks import level_box as level
 from tests.conftest import face_points_68
 
 # The detector's framing: the network's square is this many detector-box sides, centred.
@@ -119,21 +118,20 @@ class FakePredictor:
         faces = sorted(self.truth[index], key=lambda p: -np.ptp(p[:, 0]))  # largest first
         found = []
         for face in faces:
-            x, y, side, _ = self.detector.frame_box(detector_box(face))
-            square = FaceSquare(x + side / 2 - 0.5, y + side / 2 - 0.5, side)
+            square = FaceSquare.from_box(self.detector.frame_box(detector_box(face)))
             found.append(SimpleNamespace(box=detector_box(face), score=1.0, square=square))
         return found
 
     def predict_squares(self, image, squares):
         """Keypoints at a detection (not recorded in ``squares``: those are the tracked ones)."""
         index = frame_index(image)
-        return np.array([self._points_in(index, level(s)) for s in squares]).reshape(-1, 68, 2)
+        return np.array([self._points_in(index, s.level_box) for s in squares]).reshape(-1, 68, 2)
 
     def predict(self, images, boxes):
         out = []
         for image, box in zip(images, boxes, strict=True):
             index = frame_index(image)
-            square = level(box) if isinstance(box, FaceSquare) else box
+            square = box.level_box if isinstance(box, FaceSquare) else box
             self.squares.append((index, square))
             out.append(self._points_in(index, square))
         return np.array(out)
