@@ -102,6 +102,10 @@ def _prefect_server(settings: OrchestrateSettings, base: dict[str, str]) -> Serv
             # Expired leases are revoked by this loop (default every 15 s): a killed run
             # then holds the workspace for its lease plus at most 5 s.
             "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "5",
+            # Off by default: without them `prefect deployment run --watch` shows a run's
+            # state changes but none of its log lines (DVC's output, a stage's error).
+            "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
+            "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
         },
         f"{prefect_url}/api/health",
         90,

@@ -191,6 +191,22 @@ def test_bad_requests_fail_in_one_line_and_change_nothing(workspace):
     assert not (workspace / "dvc.lock").exists() and not (workspace / "data").exists()
 
 
+def test_an_unreachable_source_fails_the_data_check_and_the_refetch_in_one_line(
+    workspace, monkeypatch
+):
+    from flows.pipeline import facekeys_data_check
+
+    monkeypatch.setenv("FACEKEYS_SOURCE_KAGGLE_15", str(workspace / "missing.zip"))
+    state = facekeys_data_check(return_state=True)
+    assert state.is_failed() and "missing.zip" in state.message, state.message
+    assert "\n" not in state.message
+    state = run_flow(refetch_changed=True)
+    assert state.is_failed() and "missing.zip" in state.message, state.message
+    assert "\n" not in state.message and "missing.zip" in latest_report()
+    assert not (workspace / "dvc.lock").exists() and not (workspace / "data").exists()
+    assert not (workspace / ".orchestrate" / "data-check.json").exists(), "nothing announced"
+
+
 def test_failing_stage_ends_with_its_own_line_and_only_transient_ones_are_retried(
     workspace, monkeypatch
 ):
@@ -201,6 +217,8 @@ def test_failing_stage_ends_with_its_own_line_and_only_transient_ones_are_retrie
     assert "missing.zip: source does not exist" in state.message
     assert state.message.endswith("(after 1 attempt)")
     assert "stage fetch: error: " in latest_report()
+    assert not (workspace / "data" / "raw" / "kaggle-15").exists(), "nothing half-fetched"
+    assert not (workspace / "dvc.lock").exists()
 
     monkeypatch.setenv("FACEKEYS_SOURCE_KAGGLE_15", f"http://127.0.0.1:{free_port()}/k.zip")
     state = run_flow(targets=["fetch@kaggle-15"])

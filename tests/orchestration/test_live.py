@@ -73,6 +73,22 @@ class Live:
     def logs(self, run_id: str) -> list[str]:
         return [entry["message"] for entry in self.log_entries(run_id)]
 
+    def finished(self, run_ids: list[str], timeout: float = 300) -> list[dict]:
+        """The flow runs once each is in a final state (in the order asked)."""
+        final = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = [self.api(f"flow_runs/{run_id}") for run_id in run_ids]
+            if all(r["state"]["type"] in final for r in runs) or time.monotonic() > deadline:
+                return runs
+            time.sleep(1)
+
+
+def run_id(cli: subprocess.CompletedProcess) -> str:
+    """The flow run a ``prefect deployment run`` created."""
+    assert cli.returncode in (0, 1), cli.stdout[-2000:] + cli.stderr[-2000:]
+    return cli.stdout.split("UUID: ")[1].split()[0]
+
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
@@ -132,6 +148,47 @@ def test_on_demand_run_from_the_command_line(live):
     run = live.runs(live.deployment("facekeys-pipeline/on-demand"))[0]
     logs = live.logs(run["id"])
     assert any("Running stage 'train@kaggle-15'" in line for line in logs), logs[-20:]
+    # The run's report and its links into the MLflow UI: the training run and the version.
+    artifacts = live.api("artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
+    by_key = {a["key"]: a for a in artifacts}
+    assert "facekeys-kaggle-15" in by_key["facekeys-pipeline-report"]["data"]
+    train = json.loads((live.work / "metrics" / "kaggle-15" / "train.json").read_text())
+    # Prefect keeps a link artifact as the markdown of the link.
+    run_link = by_key["mlflow-run-kaggle-15"]["data"]
+    assert re.fullmatch(
+        rf"\[mlflow-run-kaggle-15\]\({re.escape(live.mlflow)}/#/experiments/\d+/runs/"
+        rf"{train['run_id']}\)",
+        run_link,
+    ), run_link
+    model_link = by_key["mlflow-model-kaggle-15"]["data"]
+    assert f"({live.mlflow}/#/models/facekeys-kaggle-15/versions/1)" in model_link
+
+
+def test_a_bad_request_fails_in_one_line_on_the_command_line_and_changes_nothing(live):
+    before = {p: (live.work / p).read_bytes() for p in ("params.yaml", "dvc.lock")}
+    result = live.prefect_cli(
+        "deployment", "run", "facekeys-pipeline/on-demand", "--param", 'targets=["nope"]', "--watch"
+    )
+    assert result.returncode == 1
+    run = live.api(f"flow_runs/{run_id(result)}")
+    assert run["state"]["type"] == "FAILED"
+    assert run["state"]["message"].startswith("targets: unknown target 'nope'"), run["state"]
+    # The run's log, streamed by --watch (and wrapped to the terminal's width).
+    assert "targets: unknown target 'nope'" in " ".join(result.stdout.split()), result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert before == {p: (live.work / p).read_bytes() for p in before}
+
+
+def test_a_second_trigger_of_a_busy_deployment_is_refused_on_demand_and_queued_nightly(live):
+    forced = ["--param", "force=true", "--param", 'targets=["train@kaggle-15"]']
+    for deployment, expected in (("on-demand", "CANCELLED"), ("nightly", "COMPLETED")):
+        name = f"facekeys-pipeline/{deployment}"
+        ids = [run_id(live.prefect_cli("deployment", "run", name, *forced)) for _ in range(2)]
+        first, second = live.finished(ids)
+        assert first["state"]["type"] == "COMPLETED", first["state"]
+        assert second["state"]["type"] == expected, second["state"]
+        if expected == "COMPLETED":  # waited for the first one's slot, then ran
+            assert second["start_time"] >= first["end_time"], (first, second)
 
 
 def test_nightly_schedule_has_runs_after_a_restart_of_the_serving_process(live):
@@ -210,6 +267,10 @@ def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(
     while not checkpoint.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert checkpoint.exists(), "training never wrote a checkpoint"
+    from facekeys.orchestration.decisions import lock_name
+
+    limit = f"v2/concurrency_limits/{lock_name(live.work)}"
+    assert live.api(limit)["active_slots"] == 1, "the training run does not hold the workspace"
     serve = read_pid(Layout(live.work).pid("serve"))
     groups = [serve, *_descendant_groups(serve)]
     for group in groups:  # the machine dies: the serving process and its flow runs
@@ -217,9 +278,6 @@ def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(
     killed_at = time.monotonic()
     # The lock is free once Prefect's repossessor revokes the expired lease; watching the slot
     # itself keeps the flow's start-up and its wait between tries out of the measurement.
-    from facekeys.orchestration.decisions import lock_name
-
-    limit = f"v2/concurrency_limits/{lock_name(live.work)}"
     while live.api(limit)["active_slots"] and time.monotonic() < killed_at + 300:
         time.sleep(1)
     held = time.monotonic() - killed_at
@@ -232,8 +290,7 @@ def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(
         "deployment", "run", "facekeys-pipeline/nightly", *targets, "--watch", timeout=600
     )
     assert again.returncode == 0, again.stdout[-3000:]
-    run = live.runs(live.deployment("facekeys-pipeline/nightly"), ["COMPLETED"])[0]
-    entries = live.log_entries(run["id"])
+    entries = live.log_entries(run_id(again))
     logs = [entry["message"] for entry in entries]
     assert any("resuming from checkpoints/kaggle-15/last.pt" in line for line in logs), logs
     # Heartbeats stopped: Prefect's automation marks the killed run Crashed (3 x 30 s).
@@ -257,6 +314,15 @@ def test_prefect_and_mlflow_uis_show_the_deployment_and_the_champion(live):
     screenshot(page, SCREENSHOTS / "prefect-deployments.png")
     for name in ("on-demand", "nightly", "on-data-change", "facekeys-pipeline"):
         assert name in dom
+    # The on-demand deployment's own page: its flow, entry point and concurrency limit (its run
+    # list fills in later than a headless render waits; the screenshot usually shows it).
+    deployment = live.deployment("facekeys-pipeline/on-demand")
+    page = f"{live.prefect}/deployments/deployment/{deployment['id']}"
+    needles = ["on-demand", "flows/pipeline.py:facekeys_pipeline", "Concurrency Limit"]
+    dom = wait_for_text(page, needles)
+    screenshot(page, SCREENSHOTS / "prefect-on-demand.png")
+    missing = [needle for needle in needles if needle not in dom]
+    assert not missing, f"{missing} not on {page}"
     # The alias tag of the registry's table, not the word in a banner: MLflow renders it as a
     # tag titled with the alias, followed by the version it points to.
     alias_tag = re.compile(r'title="champion"[^>]*data-component-id="[^"]*aliases')

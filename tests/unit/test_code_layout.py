@@ -4,6 +4,8 @@ and every DVC stage lists the code it runs as dependencies."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,19 @@ def test_no_import_circles():
 def _code_files() -> list[Path]:
     return sorted([*PACKAGE.rglob("*.py"), *(REPO / "stages").glob("*.py"),
                    *(REPO / "flows").glob("*.py")])  # fmt: skip
+
+
+def test_flows_are_wiring_that_never_loads_tensors_or_data_frames():
+    """Nothing in flows/ knows about tensors or tables: the serving process and every flow run
+    import the flows without torch, pandas, OpenCV or MLflow (the stages, run by DVC, do)."""
+    code = (
+        "import sys, flows.serve, flows.pipeline, flows.dvc_tasks\n"
+        "print(' '.join(m for m in ('torch', 'pandas', 'cv2', 'mlflow') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "", f"flows/ loads {loaded.stdout.strip()}"
 
 
 def test_functions_stay_short():

@@ -359,6 +359,34 @@ def test_prefect_yaml_agrees_with_the_served_deployments(monkeypatch):
     assert trigger["parameters"] == served["on-data-change"].triggers[0].parameters
 
 
+def test_prefect_commands_in_the_project_use_its_server_and_never_a_temporary_one(tmp_path):
+    """prefect.toml: a plain ``prefect deployment run`` in the project folder, without the
+    exports, talks to the port params.yaml gives the server; with that server down it fails at
+    once instead of starting a temporary server (no scheduler, no UI, no deployments)."""
+    settings = orch.OrchestrateSettings.from_params(PARAMS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    prefect = str(Path(sys.executable).parent / "prefect")
+    view = subprocess.run(
+        [prefect, "config", "view"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    url = f"http://127.0.0.1:{settings.prefect_port}/api"
+    assert f"PREFECT_API_URL='{url}' (from prefect.toml)" in view.stdout, view.stdout
+    assert "PREFECT_SERVER_EPHEMERAL_ENABLED='False' (from prefect.toml)" in view.stdout
+    toml = (REPO / "prefect.toml").read_text()
+    (tmp_path / "prefect.toml").write_text(toml.replace(url, f"http://127.0.0.1:{free_port()}/api"))
+    down = subprocess.run(
+        [prefect, "deployment", "run", "facekeys-pipeline/on-demand"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert down.returncode == 1
+    assert "All connection attempts failed" in down.stdout + down.stderr
+    assert "temporary server" not in (down.stdout + down.stderr).lower()
+
+
 def test_experiment_names_come_from_dvc_exp_run_output():
     lines = ["Reproducing experiment 'lumpy-bots'", "", "Ran experiment(s): lumpy-bots, sad-cat"]
     assert dvc_output.experiment_names(lines) == ["lumpy-bots", "sad-cat"]
