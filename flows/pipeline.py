@@ -291,9 +291,11 @@ def _report_finished(
     before: dict[str, Any],
 ) -> Any:
     """The report of a finished run (numbers before and after, MLflow links) and its state."""
-    after = run_report.metrics_snapshot(root, list(before))
-    stages = list(dict.fromkeys(ran))
     overrides = request.overrides
+    # An experiment's numbers are in its commit (the last it ran), not in the workspace.
+    experiment = experiments[-1] if overrides and experiments else None
+    after = run_report.metrics_snapshot(root, list(before), experiment)
+    stages = list(dict.fromkeys(ran))
     outcome = f"Experiment {', '.join(experiments)} finished" if overrides else "Completed"
     create_markdown_artifact(
         run_report.report_markdown(
@@ -308,9 +310,8 @@ def _report_finished(
         key="facekeys-pipeline-report",
         description="facekeys pipeline run",
     )
-    if not overrides:
-        for key, link in run_report.mlflow_links(request.uri, after).items():
-            create_link_artifact(link, link_text=key, key=key)
+    for key, link in run_report.mlflow_links(request.uri, after).items():
+        create_link_artifact(link, link_text=key, key=key)
     return Completed(message=f"ran {len(stages)} stage(s): {', '.join(stages) or 'none'}")
 
 

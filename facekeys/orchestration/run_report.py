@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,15 +17,19 @@ from typing import Any
 from facekeys.orchestration.decisions import read_json_or_empty
 
 
-def metrics_snapshot(root: str | os.PathLike[str], datasets: list[str]) -> dict[str, Any]:
-    """The key numbers of each data set from ``metrics/<dataset>/*.json`` (missing ones None)."""
+def metrics_snapshot(
+    root: str | os.PathLike[str], datasets: list[str], experiment: str | None = None
+) -> dict[str, Any]:
+    """The key numbers of each data set from ``metrics/<dataset>/*.json`` (missing ones None):
+    the workspace's, or those a DVC ``experiment`` committed (its git ref under refs/exps)."""
+    read = _experiment_reader(Path(root), experiment) if experiment else _workspace_reader(root)
     snapshot: dict[str, Any] = {}
     for dataset in datasets:
-        folder = Path(root) / "metrics" / dataset
-        evaluation = read_json_or_empty(folder / "eval.json")
-        export = read_json_or_empty(folder / "export.json")
-        register = read_json_or_empty(folder / "register.json")
-        train = read_json_or_empty(folder / "train.json")
+        folder = f"metrics/{dataset}"
+        evaluation = read(f"{folder}/eval.json")
+        export = read(f"{folder}/export.json")
+        register = read(f"{folder}/register.json")
+        train = read(f"{folder}/train.json")
         test = evaluation.get("test") or {}
         new_people = evaluation.get("new_people") or {}
         snapshot[dataset] = {
@@ -40,6 +45,35 @@ def metrics_snapshot(root: str | os.PathLike[str], datasets: list[str]) -> dict[
             "tracking_uri": train.get("tracking_uri"),
         }
     return snapshot
+
+
+def _workspace_reader(root: str | os.PathLike[str]):
+    return lambda path: read_json_or_empty(Path(root) / path)
+
+
+def _experiment_reader(root: Path, experiment: str):
+    """Reads JSON files as the experiment's commit holds them, DVC-cached outputs included
+    ({} where it has none)."""
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    ref = next((r for r in refs if r.rsplit("/", 1)[-1] == experiment), None)
+
+    def read(path: str) -> dict[str, Any]:
+        import dvc.api
+        from dvc.exceptions import DvcException
+
+        if ref is None:
+            return {}
+        try:
+            return json.loads(dvc.api.read(path, repo=str(root), rev=ref))
+        except (DvcException, OSError, ValueError):
+            return {}
+
+    return read
 
 
 def _number(value: Any, scale: float = 1.0, unit: str = "") -> str:
@@ -66,8 +100,9 @@ def report_markdown(
     experiments: list[str] | None = None,
 ) -> str:
     """The run's Prefect artifact: what ran, the numbers before and after, the registry's
-    decision and, for a failure, the one line that says why. An experiment's numbers live in
-    DVC's experiment, not in the workspace: its report names it instead of a table."""
+    decision and, for a failure, the one line that says why. For an experiment ``after`` holds
+    the experiment's numbers (its commit's, the workspace keeps its own) and the report says
+    how to list and apply it."""
     lines = [f"# {title}", "", f"**{outcome}**", ""]
     if error:
         lines += ["Error:", "", f"    {error}", ""]
@@ -76,16 +111,13 @@ def report_markdown(
     lines += [f"Stages run: {', '.join(f'`{s}`' for s in stages) if stages else 'none'}", ""]
     if experiments:
         names = ", ".join(f"`{name}`" for name in experiments)
-        return "\n".join(
-            [
-                *lines,
-                f"Experiment {names}: `dvc exp show` lists its params and metrics, `dvc exp apply "
-                f"{experiments[0]}` brings it into the workspace; its model is registered in the "
-                "MLflow registry like any other (the version's description says why it got its "
-                "alias). The workspace's own numbers did not change.",
-                "",
-            ]
-        )
+        lines += [
+            f"Experiment {names}: `dvc exp show` lists its params and metrics, `dvc exp apply "
+            f"{experiments[0]}` brings it into the workspace; its model is registered in the "
+            "MLflow registry like any other (the version's description says why it got its "
+            "alias). The workspace's own numbers did not change: \"after\" is the experiment's.",
+            "",
+        ]
     for dataset in after or before:
         old, new = before.get(dataset, {}), after.get(dataset, {})
         lines += [f"## {dataset}", "", "| metric | before | after |", "|---|---|---|"]

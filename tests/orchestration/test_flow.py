@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -111,6 +112,13 @@ def test_runs_what_is_stale_skips_when_up_to_date_and_runs_experiments(workspace
     assert params.read_bytes() == before
     report = latest_report()
     assert "Experiment `" in report and "`dvc exp show` lists its params" in report
+    # "after" is the experiment's own numbers (its commit's), not the workspace's.
+    name = re.search(r"Experiment `([^`]+)`", report).group(1)
+    committed = dvc(workspace, "exp", "show", "--json")
+    assert name in committed.stdout
+    version = re.search(r"Registry: facekeys-kaggle-15 version (\d+)", report)
+    assert version and version.group(1) == "3", report  # first run, forced rerun, experiment
+    assert "| test NME |" in report
     shown = json.loads(dvc(workspace, "exp", "show", "--json").stdout)
     epochs = [
         exp["data"]["params"]["params.yaml"]["data"]["train"]["epochs"]
