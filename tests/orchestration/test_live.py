@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -300,6 +301,41 @@ def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(
         time.sleep(2)
         killed = live.api(f"flow_runs/{started_id}")
     assert killed["state"]["type"] == "CRASHED", killed["state"]
+
+
+def test_a_held_workspace_lock_keeps_its_lease_across_a_restart_of_the_prefect_server(live):
+    """Leases live on disk (services.py sets Prefect's filesystem lease storage): a lock held
+    when the server restarts can still be renewed and released, and would still expire."""
+    from facekeys.orchestration.decisions import lock_name
+    from facekeys.orchestration.service_specs import Layout
+    from facekeys.orchestration.services import stop_one
+
+    def post(path: str, body: dict) -> int:
+        request = urllib.request.Request(
+            f"{live.prefect}/api/v2/concurrency_limits/{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    name = lock_name(live.work)
+    assert post("", {"name": name, "limit": 1}) in (201, 409)  # as the flow creates it
+    held = live.api(
+        "v2/concurrency_limits/increment-with-lease",
+        {"names": [name], "slots": 1, "mode": "concurrency", "lease_duration": 60},
+    )
+    for service in ("serve", "prefect-server"):  # the serving process first, as stop does
+        stop_one(Layout(live.work), service, log=lambda line: None)
+    assert live.orchestrate("start").returncode == 0
+    assert live.api(f"v2/concurrency_limits/{name}")["active_slots"] == 1
+    # 410 Gone here would mean the lease was lost and the slot held for good.
+    assert post(f"leases/{held['lease_id']}/renew", {"lease_duration": 60}) == 204
+    assert post("decrement-with-lease", {"lease_id": held["lease_id"]}) == 204
+    assert live.api(f"v2/concurrency_limits/{name}")["active_slots"] == 0
 
 
 @pytest.mark.timeout(900)  # may install chromium first
