@@ -153,6 +153,10 @@ def _serving_process(
             "PREFECT_RUNNER_POLL_FREQUENCY": str(max(1, round(settings.runner_poll_s))),
             # Heartbeats let the server mark a run Crashed when its process dies.
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(max(30, round(settings.heartbeat_s))),
+            # Flow runs send their log lines every half second (default 2 s): DVC's output
+            # reaches the UI and `--watch` while it happens, and `--watch`, which waits 3 s
+            # after a run's last line, returns sooner.
+            "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
             "PYTHONUNBUFFERED": "1",
         },
         f"{prefect_url}/api/deployments/name/facekeys-pipeline/on-demand",
