@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -53,23 +52,18 @@ def _workspace_reader(root: str | os.PathLike[str]):
 
 def _experiment_reader(root: Path, experiment: str):
     """Reads JSON files as the experiment's commit holds them, DVC-cached outputs included
-    ({} where it has none)."""
-    refs = subprocess.run(
-        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    ref = next((r for r in refs if r.rsplit("/", 1)[-1] == experiment), None)
+    ({} where it has none): one DVC file system at the experiment (DVC resolves its name)."""
+    from dvc.api import DVCFileSystem
+    from dvc.exceptions import DvcException
+
+    try:
+        fs = DVCFileSystem(str(root), rev=experiment)
+    except DvcException:
+        return lambda path: {}
 
     def read(path: str) -> dict[str, Any]:
-        import dvc.api
-        from dvc.exceptions import DvcException
-
-        if ref is None:
-            return {}
         try:
-            return json.loads(dvc.api.read(path, repo=str(root), rev=ref))
+            return json.loads(fs.read_text(path))
         except (DvcException, OSError, ValueError):
             return {}
 

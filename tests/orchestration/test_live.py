@@ -264,7 +264,7 @@ def test_a_killed_run_frees_the_workspace_within_its_lease_and_training_resumes(
     targets = ["--param", 'targets=["train@kaggle-15"]']
     started = live.prefect_cli("deployment", "run", "facekeys-pipeline/on-demand", *targets)
     assert started.returncode == 0, started.stdout
-    started_id = started.stdout.split("UUID: ")[1].split()[0]
+    started_id = run_id(started)
     checkpoint = live.work / "checkpoints" / "kaggle-15" / "last.pt"
     deadline = time.monotonic() + 180
     while not checkpoint.exists() and time.monotonic() < deadline:
